@@ -1,0 +1,5 @@
+"""One exception type for everything a user can fix: its message is a single line saying what and what to do."""
+
+
+class BrainXAIError(Exception):
+    """A problem with the user's input or set-up, reported as one clear line."""
