@@ -1,0 +1,178 @@
+"""Training of the dual-head model on CPU, seeded, with a patient-separated validation split (see data.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import CLASSES, __version__
+from .data import GAP, VAL_FRACTION, load_split
+from .model import ModelConfig, build_network, save_checkpoint
+
+
+def augment(x: torch.Tensor, m: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched geometric + intensity jitter. Intensity/gamma/blur jitter discourages learning a source's
+    'look' (Br35H mixes sequences) instead of anatomy."""
+    n = x.shape[0]
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
+    angle, scale = u(-0.26, 0.26), u(0.85, 1.15)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, u(-0.08, 0.08)], 1), torch.stack([sin * flip, cos, u(-0.08, 0.08)], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, align_corners=False)
+    m = F.grid_sample(m, grid, align_corners=False, mode="nearest")
+    gamma = u(0.6, 1.6).view(n, 1, 1, 1)
+    x = x.clamp(0, 1) ** gamma * u(0.8, 1.2).view(n, 1, 1, 1) + u(-0.08, 0.08).view(n, 1, 1, 1)
+    blur = torch.rand(n, generator=gen) < 0.25
+    if blur.any():
+        x[blur] = F.avg_pool2d(x[blur], 3, 1, 1)
+    x = x + torch.randn(x.shape, generator=gen) * u(0, 0.04).view(n, 1, 1, 1)
+    return x.clamp(0, 1), m
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2, 3))
+    denom = p.sum((1, 2, 3)) + target.sum((1, 2, 3))
+    has = target.sum((1, 2, 3)) > 0  # empty masks are handled by BCE; Dice on them is ill-defined
+    if not has.any():
+        return logits.sum() * 0
+    return (1 - (2 * inter + 1) / (denom + 1))[has].mean()
+
+
+@torch.no_grad()
+def evaluate(net, data: dict, batch: int = 32) -> dict:
+    net.eval()
+    probs, dices = [], []
+    for s in range(0, len(data["labels"]), batch):
+        x = torch.from_numpy(data["images"][s : s + batch].astype(np.float32))[:, None]
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            seg, cls = net(x)
+        probs.append(torch.softmax(cls.float(), 1).numpy())
+        pred = (seg.float()[:, 0] > 0).numpy()
+        for p, g, y in zip(pred, data["masks"][s : s + batch], data["labels"][s : s + batch]):
+            if CLASSES[y] != "no_tumor":
+                dices.append(2 * (p & g).sum() / max(p.sum() + g.sum(), 1))
+    probs = np.concatenate(probs)
+    pred = probs.argmax(1)
+    y = data["labels"]
+    confusion = np.zeros((len(CLASSES), len(CLASSES)), int)
+    np.add.at(confusion, (y, pred), 1)
+    recall = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i, c in enumerate(CLASSES)}
+    return {
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()),
+        "per_class_recall": recall,
+        "confusion_matrix": confusion.tolist(),
+        "tumour_dice_mean": float(np.mean(dices)),
+        "tumour_dice_median": float(np.median(dices)),
+        "n_tumour_slices": len(dices),
+    }
+
+
+def train(
+    data_root: Path,
+    out: Path,
+    epochs: int = 14,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    seed: int = 0,
+    cfg: ModelConfig | None = None,
+    cache: Path | None = None,
+    threads: int | None = None,
+) -> dict:
+    cfg = cfg or ModelConfig()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    train_s, val_s, tr, va = load_split(data_root, cfg.input_size, cache)
+    net = build_network(cfg).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(tr["labels"]) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    counts = np.bincount(tr["labels"], minlength=len(CLASSES))
+    class_w = torch.tensor(counts.sum() / (len(CLASSES) * counts), dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    history, t0 = [], time.time()
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(len(tr["labels"]), generator=gen).numpy()
+        bar = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
+        running = []
+        for s in bar:
+            idx = np.sort(order[s : s + batch_size])
+            x = torch.from_numpy(tr["images"][idx].astype(np.float32))[:, None]
+            m = torch.from_numpy(tr["masks"][idx].astype(np.float32))[:, None]
+            y = torch.from_numpy(tr["labels"][idx])
+            x, m = augment(x, m, gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                seg, cls = net(x)
+            seg, cls = seg.float(), cls.float()
+            loss = (
+                F.cross_entropy(cls, y, weight=class_w, label_smoothing=0.05)
+                + F.binary_cross_entropy_with_logits(seg, m)
+                + dice_loss(seg, m)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(running[-50:]):.3f}")
+        metrics = evaluate(net, va)
+        metrics.update(epoch=epoch + 1, train_loss=float(np.mean(running)), minutes=(time.time() - t0) / 60)
+        history.append(metrics)
+        print(
+            f"epoch {epoch + 1}: val accuracy {metrics['accuracy']:.3f}, tumour Dice {metrics['tumour_dice_mean']:.3f}",
+            flush=True,
+        )
+    final = history[-1]  # the last epoch, not the best one: no model selection on the reported split
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"name": f"unet-{cfg.encoder}-dualhead", "version": f"{__version__}+{date.today().isoformat()}"}
+    save_checkpoint(net.to(memory_format=torch.contiguous_format), cfg, out, meta)
+    card = {
+        **meta,
+        "date": date.today().isoformat(),
+        "architecture": f"segmentation-models-pytorch Unet, encoder {cfg.encoder} (from scratch), "
+        f"decoder {list(cfg.decoder_channels)}, auxiliary classification head on the deepest encoder stage",
+        "input": f"1-channel axial slice, {cfg.input_size}x{cfg.input_size}, head-cropped, robust-percentile scaled",
+        "classes": list(CLASSES),
+        "data": {
+            "figshare": "Cheng et al. CE-T1 slices (figshare 1512427), masks used for the segmentation head",
+            "br35h_no_tumor": "Br35H 'no' class (mixed sequences)",
+            "train_slices": len(train_s),
+            "validation_slices": len(val_s),
+        },
+        "split": f"per label, the middle {VAL_FRACTION:.0%} of the label's indices (one contiguous block) is validation; "
+        f"training slices within {GAP} indices of it are dropped (patient separation without patient IDs)",
+        "training": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "max_lr": lr,
+            "seed": seed,
+            "optimizer": "AdamW + OneCycle",
+            "loss": "class-weighted CE (label smoothing 0.05) + BCE + Dice",
+            "precision": "bfloat16 autocast on CPU",
+            "minutes": round((time.time() - t0) / 60, 1),
+        },
+        "validation": final,
+        "history": [{k: h[k] for k in ("epoch", "train_loss", "accuracy", "tumour_dice_mean")} for h in history],
+        "intended_use": "research on explainability; not a medical device, not for clinical decisions",
+    }
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    return card
