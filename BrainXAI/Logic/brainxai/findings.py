@@ -27,12 +27,14 @@ _SCHEMA_RESOURCE = ("schema", "findings.schema.json")
 _IDENTIFIER_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a DICOM-style date (YYYYMMDD)",
      re.compile(r"(?<![0-9A-Za-z])(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?![0-9A-Za-z])")),
-    ("a calendar date", re.compile(r"(?<![0-9A-Za-z])(?:19|20)\d\d[-/](?:0[1-9]|1[0-2])[-/](?:0[1-9]|[12]\d|3[01])(?!\d)")),
+    ("a calendar date",
+     re.compile(r"(?<![0-9A-Za-z])(?:19|20)\d\d[-/](?:0[1-9]|1[0-2])[-/](?:0[1-9]|[12]\d|3[01])(?!\d)")),
     ("a long digit run that may be an identifier", re.compile(r"(?<![0-9A-Za-z.])\d{7,}(?![0-9A-Za-z]|\.\d)")),
     ("a DICOM person name (contains '^')", re.compile(r"\^")),
     ("an e-mail address", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
     ("a file path", re.compile(r"(?:^|[\s\"'(=])(?:~|[A-Za-z]:|\.{1,2})?[\\/][^\s\\/]+[\\/]|\\\\|[A-Za-z]:\\")),
-    ("a file name", re.compile(r"\.(?:nii(?:\.gz)?|dcm|dicom|ima|mgz|mgh|mha|mhd|nrrd|img|hdr|png|jpe?g|tiff?|bmp|pt|pth)(?![0-9A-Za-z])", re.I)),
+    ("a file name", re.compile(
+        r"\.(?:nii(?:\.gz)?|dcm|dicom|ima|mgz|mgh|mha|mhd|nrrd|img|hdr|png|jpe?g|tiff?|bmp|pt|pth)(?![0-9A-Za-z])", re.I)),
     ("a DICOM UID", re.compile(r"(?<![\d.])[12](?:\.\d+){5,}")),
 )
 

@@ -22,7 +22,7 @@ DEFAULT_WEIGHTS = "brainxai_unet_resnet18.pt"
 @dataclass
 class ModelConfig:
     encoder: str = "resnet18"
-    input_size: int = 256
+    input_size: int = 192
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16)
     classes: tuple[str, ...] = CLASSES
     # The CAM target layer: deepest encoder stage (the one the classification head pools).

@@ -26,7 +26,8 @@ CLASS_NAMES = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "pit
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
 _WHERE = {"left": "is centred in the left hemisphere", "right": "is centred in the right hemisphere",
           "bilateral": "extends across both hemispheres"}
-_IMPRESSION_SIDE = {"left": "Left hemispheric lesion", "right": "Right hemispheric lesion", "bilateral": "Bilateral lesion"}
+_IMPRESSION_SIDE = {"left": "Left hemispheric lesion", "right": "Right hemispheric lesion",
+                    "bilateral": "Bilateral lesion"}
 
 
 @dataclass
@@ -67,15 +68,16 @@ def _technique(f: dict) -> list[Statement]:
                   ["/model/name", "/model/version", "/model/sha256", "/lesion/source"]),
     ]
     if reg is None:
-        out.append(Statement("No registration to a standard template was performed; atlas localisation is not available.",
-                             ["/registration"]))
+        out.append(Statement("No registration to a standard template was performed; "
+                             "atlas localisation is not available.", ["/registration"]))
         return out
     stop = reg["stop_condition"].rstrip(". ")
     result = "converged" if reg["converged"] else "did not converge"
     out.append(Statement(
         f"Registration to the {reg['template']} template {result} after {reg['iterations']} iterations "
         f"({reg['metric']} {fmt(reg['metric_value'], DECIMALS['metric'])}; stop condition: {stop}).",
-        [f"/registration/{k}" for k in ("template", "converged", "iterations", "metric", "metric_value", "stop_condition")]))
+        [f"/registration/{k}"
+         for k in ("template", "converged", "iterations", "metric", "metric_value", "stop_condition")]))
     out.append(Statement(
         f"Anatomical labels from the {f['atlas']['name']} atlas at a "
         f"{_pct(f['atlas']['probability_threshold_percent'])}% probability threshold.",
@@ -92,7 +94,8 @@ def _classification(f: dict) -> Statement:
         return Statement(f"The classification is indeterminate: highest probability {CLASS_NAMES[top]} "
                          f"{_prob(probs[top])} ({rest}).", sources)
     rest = ", ".join(f"{CLASS_NAMES[c]} {_prob(probs[c])}" for c in CLASSES if c != label)
-    return Statement(f"The classifier favours {CLASS_NAMES[label]} (probability {_prob(probs[label])}; {rest}).", sources)
+    return Statement(f"The classifier favours {CLASS_NAMES[label]} (probability {_prob(probs[label])}; {rest}).",
+                     sources)
 
 
 def _region_name(r: dict) -> str:
@@ -268,7 +271,8 @@ def render_html(statements: list[Statement], findings: dict) -> str:
              "<title>BrainXAI report</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
              "<h1>BrainXAI report</h1>"]
     if findings["input"]["phantom"]:
-        parts.append(f'<div class="banner phantom" role="alert" data-sources="/input/phantom">{esc(PHANTOM_BANNER)}</div>')
+        parts.append('<div class="banner phantom" role="alert" data-sources="/input/phantom">'
+                     f"{esc(PHANTOM_BANNER)}</div>")
     for section, items in _by_section(statements).items():
         tag = "ol" if section == "impression" else "ul"
         parts.append(f'<section id="{esc(section)}"><h2>{esc(section.capitalize())}</h2><{tag}>')

@@ -1,0 +1,7 @@
+"""Grad-CAM (Selvaraju et al. 2017): channel weights = spatially averaged gradients of the class score."""
+
+from pytorch_grad_cam import GradCAM
+
+from .base import CamMethod
+
+METHOD = CamMethod("gradcam", "Grad-CAM", GradCAM)

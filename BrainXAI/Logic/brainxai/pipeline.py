@@ -1,0 +1,314 @@
+"""The headless pipeline: load -> preprocess -> model -> explain -> threshold -> register -> atlas -> findings -> report.
+
+`analyse` works in memory on a SimpleITK image; `write_outputs` puts the result on disk atomically; `explain`
+does both for a path. Every output image is on the input's grid (same size, spacing, origin, direction).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import CLASSES, __version__
+from . import atlas, findings as findings_mod, preprocess, register, report, threshold
+from .errors import BrainXAIError
+from .explain import get_method
+from .load import InputInfo, read_input
+from .model import LoadedModel, load_model, predict_slices
+
+Progress = Callable[[str, float], None]  # (stage, overall fraction 0..1)
+Cancel = Callable[[], bool]
+
+DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam")
+LESION_PROBABILITY = 0.5
+MIN_LESION_ML = 0.1  # smaller segmented blobs are treated as noise, not tumour evidence
+NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of head
+
+# Share of the progress bar per stage, roughly their cost.
+_STAGES = {"load": 0.02, "preprocess": 0.03, "model": 0.15, "explain": 0.5, "threshold": 0.02, "register": 0.2,
+           "atlas": 0.04, "report": 0.04}
+
+
+@dataclass
+class Options:
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    threshold_percentile: float = threshold.DEFAULT_PERCENTILE
+    model_path: Path | None = None
+    batch_size: int = 16
+    max_cam_slices: int | None = None  # None: every slice with tumour evidence
+
+
+@dataclass
+class Result:
+    findings: dict
+    images: dict[str, sitk.Image]  # file stem -> image on the input grid
+    mni_images: dict[str, sitk.Image]
+    registration: register.Registration | None
+    overview: dict = field(default_factory=dict)  # arrays for the overview figure, in model orientation
+
+
+class _Tracker:
+    def __init__(self, progress: Progress | None, cancel: Cancel | None):
+        self.progress, self.cancel, self.done = progress, cancel, 0.0
+
+    def stage(self, name: str):
+        self.check()
+        self.name, self.base = name, self.done
+        self.done += _STAGES[name]
+        self.report(0.0)
+
+    def report(self, fraction: float):
+        if self.progress is not None:
+            self.progress(self.name, min(self.base + _STAGES[self.name] * fraction, 1.0))
+
+    def check(self):
+        if self.cancel is not None and self.cancel():
+            raise BrainXAIError("cancelled")
+
+
+def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) -> sitk.Image:
+    img = sitk.Cast(sitk.GetImageFromArray(arr), pixel)
+    img.CopyInformation(reference)
+    return img
+
+
+def _diagnosis(probs: np.ndarray, lesion_area: np.ndarray, head_area: np.ndarray) -> np.ndarray:
+    """Volume probabilities: slices vote in proportion to their tumour evidence (segmented lesion area), so the
+    few slices through a tumour decide, not the many slices above and below it. With no lesion at all, every
+    head slice votes a little, which is what decides a tumour-free scan."""
+    weights = lesion_area + NO_EVIDENCE_WEIGHT * head_area
+    if weights.sum() == 0:
+        weights = np.ones(len(probs))
+    p = (weights[:, None] * probs).sum(0) / weights.sum()
+    return p / p.sum()
+
+
+def analyse(
+    image: sitk.Image,
+    info: InputInfo,
+    options: Options | None = None,
+    model: LoadedModel | None = None,
+    phantom: bool = False,
+    warnings: list[str] | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> Result:
+    options = options or Options()
+    methods = [get_method(m) for m in options.methods]
+    track = _Tracker(progress, cancel)
+
+    track.stage("load")
+    model = model or load_model(options.model_path)
+
+    track.stage("preprocess")
+    oriented = preprocess.orient_for_model(image)
+    arr = sitk.GetArrayFromImage(oriented)  # (k, j, i): axial slices in radiological display
+    head = arr > preprocess.foreground_threshold(arr)
+    frame = preprocess.head_frame(head, model.cfg.input_size)
+    slices = preprocess.to_model(preprocess.scale_intensity(arr), frame)
+    sx, sy, sz = oriented.GetSpacing()
+    head_area = head.sum((1, 2)) * sx * sy
+    active = np.nonzero(head_area > 0)[0]
+
+    track.stage("model")
+    n_done = [0]
+
+    def step(n):
+        n_done[0] += n
+        track.report(n_done[0] / max(len(active), 1))
+
+    probs = np.zeros((len(arr), len(CLASSES)), np.float32)
+    seg_model = np.zeros_like(slices)
+    probs[active], seg_model[active] = predict_slices(model, slices[active], options.batch_size, step, cancel)
+    seg_prob = preprocess.from_model(seg_model, frame)
+    seg_mask = threshold.significant_components((seg_prob > LESION_PROBABILITY) & head, oriented.GetSpacing())
+    voxel_ml = sx * sy * sz / 1000.0
+    if seg_mask.sum() * voxel_ml < MIN_LESION_ML:
+        seg_mask[:] = False
+    lesion_area = seg_mask.sum((1, 2)) * sx * sy
+    p_volume = _diagnosis(probs, lesion_area, head_area)
+    label = int(p_volume.argmax())
+
+    # Slices that carry tumour evidence are explained; a scan without any explains its most confident slices.
+    evidence = np.nonzero(lesion_area > 0)[0]
+    if evidence.size == 0:
+        evidence = active[np.argsort(-probs[active, label])[: min(5, len(active))]]
+    if options.max_cam_slices and evidence.size > options.max_cam_slices:
+        evidence = np.sort(evidence[np.argsort(-lesion_area[evidence])[: options.max_cam_slices]])
+
+    track.stage("explain")
+    heat_model: dict[str, np.ndarray] = {}
+    total = len(evidence) * len(methods)
+    for mi, method in enumerate(methods):
+        def cam_step(n, _base=mi * len(evidence), _count=[0]):
+            _count[0] += n
+            track.report((_base + _count[0]) / max(total, 1))
+
+        cams = method(model, slices[evidence], label, cam_step, cancel)
+        # pytorch-grad-cam scales every slice to [0, 1]; weighting by the slice's probability for the explained
+        # class keeps weakly supported slices dim in the assembled 3D map.
+        heat = np.zeros_like(slices)
+        heat[evidence] = cams * probs[evidence, label][:, None, None]
+        heat_model[method.name] = heat
+
+    track.stage("threshold")
+    explained = np.zeros(len(arr), bool)
+    explained[evidence] = True
+    region = head & explained[:, None, None]
+    images_oriented: dict[str, np.ndarray] = {"tumor_segmentation": seg_mask.astype(np.uint8)}
+    explanations = []
+    for method in methods:
+        heat = np.clip(preprocess.from_model(heat_model[method.name], frame), 0, 1) * head
+        mask, _ = threshold.threshold_heatmap(heat, region, oriented.GetSpacing(), options.threshold_percentile)
+        images_oriented[f"heatmap_{method.name}"] = heat.astype(np.float32)
+        images_oriented[f"mask_{method.name}"] = mask.astype(np.uint8)
+        d = threshold.dice(mask, seg_mask)
+        explanations.append({
+            "method": method.name,
+            "target_class": CLASSES[label],
+            "threshold_percentile": float(options.threshold_percentile),
+            "dice_vs_segmentation": None if d is None else round(d, 4),
+            "mask_volume_ml": round(float(mask.sum() * voxel_ml), 3),
+            "slices_explained": int(len(evidence)),
+        })
+    images = {
+        name: preprocess.restore_orientation(
+            _image_like(a, oriented, sitk.sitkUInt8 if a.dtype == np.uint8 else sitk.sitkFloat32), image)
+        for name, a in images_oriented.items()
+    }
+
+    track.stage("register")
+    reg, mni_images = None, {}
+    if info.kind == "volume":  # one 2D slice cannot be placed in 3D MNI space
+        reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
+        mni_images = {
+            name: register.to_mni(img, reg, "nearest" if img.GetPixelID() == sitk.sitkUInt8 else "linear")
+            for name, img in images.items()
+        }
+
+    track.stage("atlas")
+    regions, summary = [], {"centroid_mni": None, "hemisphere": None, "peak_region": None}
+    if reg is not None:
+        lesion_mni = mni_images["tumor_segmentation"]
+        first_heat = mni_images[f"heatmap_{methods[0].name}"] if methods else None
+        regions = atlas.region_table(lesion_mni) if seg_mask.any() else []
+        summary = atlas.lesion_summary(lesion_mni, first_heat)
+
+    track.stage("report")
+    notes = list(warnings or [])
+    if info.kind == "slice":
+        notes.append("Single 2D slice: volume, centroid and atlas figures describe one slice, not the whole lesion.")
+    if info.kind == "slice":
+        notes.append("No registration for a 2D slice: no MNI coordinates or atlas regions.")
+    elif not reg.converged:
+        notes.append("Registration to MNI152 did not converge cleanly: treat the anatomical localisation with caution.")
+    result_findings = {
+        "schema_version": findings_mod.SCHEMA_VERSION,
+        "input": {
+            "shape": [int(s) for s in image.GetSize()],
+            "spacing_mm": [round(float(s), 4) for s in image.GetSpacing()],
+            "phantom": bool(phantom),
+            "kind": info.kind,
+            "format": info.format,
+        },
+        "model": model.info(),
+        "diagnosis": {
+            "label": CLASSES[label],
+            "probabilities": {c: round(float(p), 4) for c, p in zip(CLASSES, p_volume)},
+            "slices_with_tumor_evidence": int((lesion_area > 0).sum()),
+            "slices_total": int(len(arr)),
+        },
+        "lesion": {
+            "volume_ml": round(float(seg_mask.sum() * voxel_ml), 2),
+            "centroid_mni": summary["centroid_mni"],
+            "hemisphere": summary["hemisphere"],
+            "peak_region": summary["peak_region"],
+            "source": "segmentation head",
+        },
+        "regions": [
+            {k: r[k] for k in ("name", "percent_of_lesion", "percent_of_region", "hemisphere")} for r in regions
+        ],
+        "atlas": {"name": atlas.ATLAS_NAME, "probability_threshold_percent": atlas.DEFAULT_PROB_THRESHOLD},
+        "explanations": explanations,
+        "registration": reg.as_dict() if reg is not None else None,
+        "warnings": notes,
+        "software": {"name": "BrainXAI", "version": __version__},
+    }
+    findings_mod.validate(result_findings)
+    track.report(1.0)
+    overview = {
+        "image": preprocess.scale_intensity(arr),
+        "spacing": (sx, sy),
+        "heatmap": images_oriented[f"heatmap_{methods[0].name}"] if methods else None,
+        "mask": images_oriented[f"mask_{methods[0].name}"] if methods else None,
+        "segmentation": seg_mask,
+        "method": methods[0].title if methods else "",
+        "label": CLASSES[label],
+        "phantom": phantom,
+    }
+    return Result(result_findings, images, mni_images, reg, overview)
+
+
+def write_outputs(result: Result, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write everything into a temporary sibling folder, then move it into place: no partial DIR on failure."""
+    from .overview import save_overview
+
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BrainXAIError(f"output path {out_dir} is a file: give a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise BrainXAIError(f"output folder {out_dir} is not empty: choose another --out or pass --overwrite")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        findings_mod.write_findings(result.findings, tmp / "findings.json")
+        report.write_report(result.findings, tmp)
+        for name, img in result.images.items():
+            sitk.WriteImage(img, str(tmp / f"{name}.nii.gz"), useCompression=True)
+        if result.registration is not None:
+            (tmp / "mni").mkdir()
+            for name, img in result.mni_images.items():
+                sitk.WriteImage(img, str(tmp / "mni" / f"{name}.nii.gz"), useCompression=True)
+            register.save_transform(result.registration, tmp / "transform_to_mni.tfm")
+        save_overview(result.overview, tmp / "overview.png")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def explain(
+    input_path: str | Path | None,
+    out_dir: str | Path,
+    options: Options | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> Result:
+    """Run the whole pipeline on a file (or the bundled phantom when input_path is None) and write DIR."""
+    out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:  # refuse before spending minutes on the work
+        raise BrainXAIError(f"output folder {out.resolve()} is not empty: choose another --out or pass --overwrite")
+    if input_path is None:
+        from .phantom import PHANTOM_WARNING, make_phantom
+
+        image, info, phantom, notes = make_phantom(), InputInfo("volume", "phantom"), True, [PHANTOM_WARNING]
+    else:
+        (image, info), phantom, notes = read_input(input_path), False, []
+    result = analyse(image, info, options, phantom=phantom, warnings=notes, progress=progress, cancel=cancel)
+    write_outputs(result, out_dir, overwrite)
+    return result

