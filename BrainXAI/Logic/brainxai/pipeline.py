@@ -204,9 +204,8 @@ def analyse(
     track.stage("report")
     notes = list(warnings or [])
     if info.kind == "slice":
-        notes.append("Single 2D slice: volume, centroid and atlas figures describe one slice, not the whole lesion.")
-    if info.kind == "slice":
-        notes.append("No registration for a 2D slice: no MNI coordinates or atlas regions.")
+        notes.append("Single 2D slice: the lesion area stands for a volume, and without registration there are no "
+                     "MNI coordinates or atlas regions.")
     elif not reg.converged:
         notes.append("Registration to MNI152 did not converge cleanly: treat the anatomical localisation with caution.")
     result_findings = {
