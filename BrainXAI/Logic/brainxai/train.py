@@ -175,4 +175,49 @@ def train(
         "intended_use": "research on explainability; not a medical device, not for clinical decisions",
     }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    (out.parent / "MODEL_CARD.md").write_text(render_model_card(card))
     return card
+
+
+def render_model_card(card: dict) -> str:
+    v, t, d = card["validation"], card["training"], card["data"]
+    rows = "\n".join(f"| {h['epoch']} | {h['train_loss']:.3f} | {h['accuracy']:.3f} | {h['tumour_dice_mean']:.3f} |"
+                     for h in card["history"])
+    cm = "\n".join(f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(card["classes"], v["confusion_matrix"]))
+    return f"""# Model card: {card['name']} {card['version']}
+
+Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} epochs, {t['minutes']} min on a 2-core CPU).
+
+- **Architecture**: {card['architecture']}.
+- **Input**: {card['input']}.
+- **Classes**: {', '.join(card['classes'])}.
+- **Data**: {d['figshare']}; {d['br35h_no_tumor']}. {d['train_slices']} training slices, {d['validation_slices']} validation slices.
+- **Split**: {card['split']}.
+- **Training**: {t['optimizer']}, {t['loss']}, batch {t['batch_size']}, max LR {t['max_lr']}, {t['precision']}.
+- **Intended use**: {card['intended_use']}.
+
+## Validation (patient-separated split, last epoch, no model selection on it)
+
+- Accuracy: **{v['accuracy']:.3f}** on {v['n']} slices
+- Tumour Dice (segmentation head, mean over {v['n_tumour_slices']} tumour slices, at the model's {card['input'].split(',')[1].strip()} resolution): **{v['tumour_dice_mean']:.3f}** (median {v['tumour_dice_median']:.3f})
+- Recall per class: {', '.join(f"{k} {x:.3f}" for k, x in v['per_class_recall'].items())}
+
+Confusion matrix (rows: truth, columns: prediction, order {', '.join(card['classes'])}):
+
+| truth | {' | '.join(card['classes'])} |
+|---|{'---|' * len(card['classes'])}
+{cm}
+
+## Training history
+
+| epoch | train loss | val accuracy | val tumour Dice |
+|---|---|---|---|
+{rows}
+
+## Known limitations
+
+- No-tumour examples come from Br35H, which mixes sequences (T1, T2, FLAIR); the model may partly learn sequence
+  style as a cue for "no tumour". Intensity/gamma/blur augmentation reduces but does not remove this.
+- Trained on 2D slices in mixed planes; volumes are read slice-wise in the axial plane.
+- Probabilities are not calibrated (temperature 1.0).
+"""

@@ -1,0 +1,43 @@
+"""The shipped weights: loadable, identified, and they reproduce their model card on the validation split."""
+
+import numpy as np
+import pytest
+import torch
+
+from brainxai import CLASSES
+from brainxai.data import load_split
+from brainxai.model import default_weights_path, load_model, predict_slices
+from brainxai.train import evaluate
+
+ACCURACY_FLOOR, DICE_FLOOR = 0.90, 0.70  # the pipeline issue's floor on the patient-separated split
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def test_weights_are_small_and_identified(model):
+    assert default_weights_path().stat().st_size <= 30 * 2**20
+    assert len(model.sha256) == 64 and model.info()["classes"] == list(CLASSES)
+    assert model.card["validation"]["n"] > 500
+
+
+def test_validation_metrics_reproduce_the_card(model, data_dir):
+    _, val_samples, _, val = load_split(data_dir, model.cfg.input_size)
+    metrics = evaluate(model.net.to(memory_format=torch.channels_last), val)
+    card = model.card["validation"]
+    assert metrics["n"] == card["n"] == len(val_samples)
+    # fp16 storage of the weights may move a borderline slice or two, no more.
+    assert metrics["accuracy"] == pytest.approx(card["accuracy"], abs=0.01)
+    assert metrics["tumour_dice_mean"] == pytest.approx(card["tumour_dice_mean"], abs=0.01)
+    assert metrics["accuracy"] >= ACCURACY_FLOOR
+    assert metrics["tumour_dice_mean"] >= DICE_FLOOR
+
+
+def test_predict_slices_shapes_and_ranges(model):
+    x = np.random.default_rng(0).random((3, model.cfg.input_size, model.cfg.input_size), dtype=np.float32)
+    probs, seg = predict_slices(model, x, batch_size=2)
+    assert probs.shape == (3, 4) and seg.shape == x.shape
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert seg.min() >= 0 and seg.max() <= 1

@@ -1,0 +1,180 @@
+"""End to end on real volumes: BraTS glioma, IXI healthy, and flipped / oblique copies of BraTS."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from brainxai import CLASSES, cli, pipeline
+from brainxai.errors import BrainXAIError
+from brainxai.findings import validate
+from brainxai.load import read_input
+from brainxai.register import load_mni_template
+from test_preprocess import flipped_copy, oblique_copy
+
+FAST = pipeline.Options(methods=("gradcam++",), max_cam_slices=6)
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize() and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+            and np.allclose(a.GetSpacing(), b.GetSpacing()) and np.allclose(a.GetDirection(), b.GetDirection()))
+
+
+@pytest.fixture(scope="module")
+def brats(brats_path):
+    return read_input(brats_path)
+
+
+@pytest.fixture(scope="module")
+def brats_fast(brats):
+    return pipeline.analyse(*brats, FAST)
+
+
+@pytest.fixture(scope="module")
+def brats_cli(brats_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("brats") / "out"
+    code = cli.main(["explain", str(brats_path), "--out", str(out), "--max-cam-slices", "6"])
+    return code, out
+
+
+def test_cli_writes_every_output_on_the_input_grid(brats_cli, brats):
+    code, out = brats_cli
+    assert code == 0
+    image, _ = brats
+    names = ["tumor_segmentation"] + [f"{k}_{m}" for k in ("heatmap", "mask") for m in ("gradcam", "gradcam++", "scorecam")]
+    template = load_mni_template()
+    for name in names:
+        img = sitk.ReadImage(str(out / f"{name}.nii.gz"))
+        assert same_grid(img, image), name
+        mni = sitk.ReadImage(str(out / "mni" / f"{name}.nii.gz"))
+        assert same_grid(mni, template), name
+        if name.startswith(("mask", "tumor")):
+            assert img.GetPixelID() == sitk.sitkUInt8 and set(np.unique(sitk.GetArrayViewFromImage(img))) <= {0, 1}
+        else:
+            assert img.GetPixelID() == sitk.sitkFloat32
+    for name in ("findings.json", "report.md", "report.html", "overview.png", "transform_to_mni.tfm"):
+        assert (out / name).stat().st_size > 0, name
+    sitk.ReadTransform(str(out / "transform_to_mni.tfm"))
+    assert not list(out.parent.glob(".out.*")), "temporary folder left behind"
+
+
+def test_findings_are_valid_and_consistent(brats_cli):
+    _, out = brats_cli
+    f = json.loads((out / "findings.json").read_text())
+    validate(f)
+    assert f["input"]["phantom"] is False and f["input"]["shape"] == [240, 240, 155]
+    assert abs(sum(f["diagnosis"]["probabilities"].values()) - 1) < 0.01
+    assert f["diagnosis"]["label"] == max(f["diagnosis"]["probabilities"], key=f["diagnosis"]["probabilities"].get)
+    assert f["lesion"]["volume_ml"] > 1.0, "the BraTS glioma must be segmented"
+    seg = sitk.ReadImage(str(out / "tumor_segmentation.nii.gz"))
+    ml = sitk.GetArrayViewFromImage(seg).sum() * np.prod(seg.GetSpacing()) / 1000
+    assert f["lesion"]["volume_ml"] == pytest.approx(ml, abs=0.01)
+    assert f["regions"] and sum(r["percent_of_lesion"] for r in f["regions"]) <= 100.5
+    assert {e["method"] for e in f["explanations"]} == {"gradcam", "gradcam++", "scorecam"}
+    assert f["registration"]["converged"]
+    assert f["lesion"]["hemisphere"] in ("left", "right", "bilateral")
+    md = (out / "report.md").read_text()
+    assert f["diagnosis"]["label"].split("_")[0] in md.lower() or "indeterminate" in md.lower()
+
+
+def _compare(a: pipeline.Result, b: pipeline.Result, centroid_mm: float, region_pp: float):
+    pa, pb = a.findings["diagnosis"]["probabilities"], b.findings["diagnosis"]["probabilities"]
+    assert a.findings["diagnosis"]["label"] == b.findings["diagnosis"]["label"]
+    assert all(abs(pa[c] - pb[c]) < 1e-3 for c in CLASSES)
+    assert b.findings["lesion"]["volume_ml"] == pytest.approx(a.findings["lesion"]["volume_ml"], rel=0.01)
+    ca, cb = np.array(a.findings["lesion"]["centroid_mni"]), np.array(b.findings["lesion"]["centroid_mni"])
+    assert np.linalg.norm(ca - cb) < centroid_mm
+    top = a.findings["regions"][0]
+    other = {r["name"]: r["percent_of_lesion"] for r in b.findings["regions"]}
+    assert abs(other.get(top["name"], 0) - top["percent_of_lesion"]) < region_pp
+
+
+def test_flipped_copy_gives_same_findings_and_voxels(brats, brats_fast):
+    image, info = brats
+    flip = flipped_copy(image, 0)
+    res = pipeline.analyse(flip, info, FAST)
+    _compare(brats_fast, res, centroid_mm=2.0, region_pp=2.0)
+    for name, img in res.images.items():
+        assert same_grid(img, flip)
+        back = sitk.Resample(img, image, sitk.Transform(), sitk.sitkNearestNeighbor)
+        np.testing.assert_allclose(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(brats_fast.images[name]), atol=1e-5)
+
+
+def test_oblique_copy_gives_same_findings(brats, brats_fast):
+    image, info = brats
+    obl = oblique_copy(image, 15)
+    res = pipeline.analyse(obl, info, FAST)
+    _compare(brats_fast, res, centroid_mm=4.0, region_pp=5.0)
+    seg = res.images["tumor_segmentation"]
+    assert same_grid(seg, obl)
+    # Same voxels, rotated geometry: each output voxel carries its input voxel's value.
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(seg),
+                                  sitk.GetArrayViewFromImage(brats_fast.images["tumor_segmentation"]))
+
+
+def test_healthy_ixi_volume(ixi_path, tmp_path):
+    out = tmp_path / "ixi"
+    result = pipeline.explain(ixi_path, out, FAST)
+    validate(result.findings)
+    assert result.findings["registration"]["converged"]
+    assert result.findings["lesion"]["volume_ml"] < 5.0, "a healthy brain must not carry a large lesion"
+    assert (out / "report.html").is_file()
+
+
+def test_existing_output_is_refused_and_kept(brats_path, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    code = cli.main(["explain", str(brats_path), "--out", str(out)])
+    assert code == 2 and (out / "mine.txt").read_text() == "user data" and len(list(out.iterdir())) == 1
+
+
+def test_failure_while_writing_leaves_nothing(brats_fast, tmp_path, monkeypatch):
+    import brainxai.overview
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(brainxai.overview, "save_overview", boom)
+    with pytest.raises(OSError):
+        pipeline.write_outputs(brats_fast, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_whole_folder(brats_fast, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    pipeline.write_outputs(brats_fast, out, overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "findings.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_cli_bad_input_one_line_nothing_written(tmp_path, capsys):
+    bad = tmp_path / "flat.nii.gz"
+    sitk.WriteImage(sitk.Image(64, 64, 40, sitk.sitkFloat32), str(bad))
+    code = cli.main(["explain", str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "constant" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_2d_slice_input(data_dir, tmp_path):
+    res = pipeline.explain(data_dir / "figshare" / "images" / "1.jpg", tmp_path / "slice", FAST)
+    assert res.findings["input"]["kind"] == "slice" and res.findings["registration"] is None
+    img = sitk.ReadImage(str(tmp_path / "slice" / "heatmap_gradcam++.nii.gz"))
+    assert img.GetSize() == (512, 512, 1)
+    assert not (tmp_path / "slice" / "mni").exists()
+
+
+def test_cancel_stops_and_writes_nothing(brats_path, tmp_path):
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(BrainXAIError, match="cancelled"):
+        pipeline.explain(brats_path, tmp_path / "out", FAST, cancel=cancel)
+    assert not (tmp_path / "out").exists()
