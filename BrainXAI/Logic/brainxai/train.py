@@ -143,7 +143,7 @@ def train(
     final = history[-1]  # the last epoch, not the best one: no model selection on the reported split
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"name": f"unet-{cfg.encoder}-dualhead", "version": f"{__version__}+{date.today().isoformat()}"}
+    meta = {"name": f"unet-{cfg.encoder}-dualhead", "version": __version__}  # no date: findings carry no dates
     save_checkpoint(net.to(memory_format=torch.contiguous_format), cfg, out, meta)
     card = {
         **meta,
