@@ -16,7 +16,8 @@ def test_every_python_and_resource_file_is_listed_in_cmake():
     shipped = {
         str(p.relative_to(MODULE))
         for p in MODULE.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"
+        if p.is_file() and p.name != "CMakeLists.txt"
+        and not any(part == "__pycache__" or part.endswith(".egg-info") for part in p.parts)  # build artefacts
     }
     assert shipped - listed == set(), "files missing from BrainXAI/CMakeLists.txt"
     assert listed - shipped == set(), "CMake lists files that do not exist"

@@ -16,11 +16,13 @@ def _explain(args) -> int:
 
     if args.input is not None and args.demo:
         raise BrainXAIError("give either an INPUT or --demo, not both")
-    bar = tqdm(total=100, unit="%", bar_format="{desc:<12} {bar} {n:.0f}% [{elapsed}<{remaining}]")
+    bars = []  # created on the first report, so an input error stays a single line
 
     def progress(stage: str, fraction: float):
-        bar.set_description_str(stage)
-        bar.update(round(fraction * 100, 1) - bar.n)
+        if not bars:
+            bars.append(tqdm(total=100, unit="%", bar_format="{desc:<12} {bar} {n:.0f}% [{elapsed}<{remaining}]"))
+        bars[0].set_description_str(stage)
+        bars[0].update(round(fraction * 100, 1) - bars[0].n)
 
     opts = Options(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -31,7 +33,8 @@ def _explain(args) -> int:
     try:
         result = explain(args.input, args.out, opts, overwrite=args.overwrite, progress=progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     f = result.findings
     d = f["diagnosis"]
     print(f"{'PHANTOM - ' if f['input']['phantom'] else ''}diagnosis: {d['label']} "
