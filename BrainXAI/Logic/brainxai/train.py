@@ -220,4 +220,8 @@ Confusion matrix (rows: truth, columns: prediction, order {', '.join(card['class
   style as a cue for "no tumour". Intensity/gamma/blur augmentation reduces but does not remove this.
 - Trained on 2D slices in mixed planes; volumes are read slice-wise in the axial plane.
 - Probabilities are not calibrated (temperature 1.0).
+- Every training slice shows the skull. On 3D volumes outside that domain the model fails: on the skull-stripped
+  BraTS glioma it misses the enhancing tumour and calls the scan no_tumor (p 0.55) while segmenting skull-base
+  slices; on the non-contrast IXI head with skull it segments false lesions. Meningioma recall is low (0.58,
+  mostly confused with pituitary).
 """
