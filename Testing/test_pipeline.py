@@ -200,3 +200,14 @@ def test_cancel_stops_and_writes_nothing(brats_path, tmp_path):
     with pytest.raises(BrainXAIError, match="cancelled"):
         pipeline.explain(brats_path, tmp_path / "out", FAST, cancel=cancel)
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_phantom_is_labelled_everywhere(tmp_path):
+    out = tmp_path / "demo"
+    code = cli.main(["explain", "--out", str(out), "--methods", "gradcam++", "--max-cam-slices", "4"])
+    assert code == 0
+    f = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+    assert f["input"]["phantom"] is True and f["input"]["format"] == "synthetic"
+    assert any("phantom" in w.lower() for w in f["warnings"])
+    assert "PHANTOM" in (out / "report.md").read_text(encoding="utf-8")
+    assert "PHANTOM" in (out / "report.html").read_text(encoding="utf-8")

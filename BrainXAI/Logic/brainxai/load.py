@@ -31,7 +31,7 @@ def _format_of(path: Path) -> str:
                         (".jpeg", "JPEG"), (".dcm", "DICOM")):
         if name.endswith(suffix):
             return fmt
-    return path.suffix.lstrip(".").upper() or "unknown"
+    return "other"  # any other format SimpleITK reads; the findings schema allows only known names
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:

@@ -305,7 +305,7 @@ def explain(
     if input_path is None:
         from .phantom import PHANTOM_WARNING, make_phantom
 
-        image, info, phantom, notes = make_phantom(), InputInfo("volume", "phantom"), True, [PHANTOM_WARNING]
+        image, info, phantom, notes = make_phantom(), InputInfo("volume", "synthetic"), True, [PHANTOM_WARNING]
     else:
         (image, info), phantom, notes = read_input(input_path), False, []
     result = analyse(image, info, options, phantom=phantom, warnings=notes, progress=progress, cancel=cancel)
