@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from brainxai import register
 from brainxai.errors import BrainXAIError
+from test_preprocess import flipped_copy as flipped
 
 
 def oblique(image: sitk.Image, degrees: float, axis: int):
@@ -24,20 +25,6 @@ def oblique(image: sitk.Image, degrees: float, axis: int):
     out.SetDirection(direction.ravel().tolist())
     out.SetOrigin((centre - direction @ (np.asarray(image.GetSpacing()) * centre_idx)).tolist())
     return out, rot, centre
-
-
-def flipped(image: sitk.Image, axis: int) -> sitk.Image:
-    """The SAME physical image stored with index axis `axis` reversed (array flipped, direction column negated)."""
-    arr = np.flip(sitk.GetArrayFromImage(image), 2 - axis).copy()
-    out = sitk.GetImageFromArray(arr)
-    out.SetSpacing(image.GetSpacing())
-    last = [0, 0, 0]
-    last[axis] = image.GetSize()[axis] - 1
-    out.SetOrigin(image.TransformIndexToPhysicalPoint(last))
-    direction = np.asarray(image.GetDirection()).reshape(3, 3).copy()
-    direction[:, axis] *= -1
-    out.SetDirection(direction.ravel().tolist())
-    return out
 
 
 def brain_points(step=6) -> np.ndarray:
