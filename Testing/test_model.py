@@ -43,3 +43,29 @@ def test_predict_slices_shapes_and_ranges(model):
     assert probs.shape == (3, 4) and seg.shape == x.shape
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     assert seg.min() >= 0 and seg.max() <= 1
+
+
+def test_imagenet_init_folds_rgb_filters(tmp_path):
+    """A locally cached 3-channel ImageNet encoder loads into the 1-channel network, first conv summed over RGB."""
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    from brainxai.model import ModelConfig, build_network, encoder_name, init_from_imagenet
+
+    rgb = smp.encoders.get_encoder("resnet18", in_channels=3, weights=None)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in rgb.state_dict().items()}, str(path))
+    net = build_network(ModelConfig(encoder=encoder_name("resnet18"), input_size=64))
+    init_from_imagenet(net, path)
+    torch.testing.assert_close(net.encoder.conv1.weight, rgb.conv1.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(net.encoder.layer4[1].conv2.weight, rgb.layer4[1].conv2.weight)
+
+
+def test_every_paper_backbone_maps_to_an_encoder():
+    from brainxai.errors import BrainXAIError
+    from brainxai.model import PAPER_BACKBONES, encoder_name
+
+    assert len(PAPER_BACKBONES) == 8
+    assert encoder_name("densenet121") == encoder_name("DenseNet121") == "densenet121"
+    with pytest.raises(BrainXAIError, match="unknown backbone"):
+        encoder_name("alexnet-9000")

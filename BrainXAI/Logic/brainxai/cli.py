@@ -43,20 +43,64 @@ def _explain(args) -> int:
 
 
 def _train(args) -> int:
-    from .model import ModelConfig
+    from .model import ModelConfig, encoder_name
     from .train import train
 
     card = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                 cfg=ModelConfig(encoder=args.encoder, input_size=args.size), cache=args.cache)
+                 cfg=ModelConfig(encoder=encoder_name(args.backbone), input_size=args.size), cache=args.cache,
+                 pretrained=not args.no_pretrained)
     v = card["validation"]
     print(f"validation accuracy {v['accuracy']:.3f}, tumour Dice {v['tumour_dice_mean']:.3f}; weights {args.out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import EvalOptions, evaluate, write_metrics
+    from .model import load_model
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # refuse before spending minutes on the work
+        raise BrainXAIError(f"{out} exists: choose another --out or pass --overwrite")
+    options = EvalOptions(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), split=args.split,
+                          threshold_percentile=args.threshold, scorecam_slices=args.scorecam_slices,
+                          perturbation_slices=args.perturbation_slices, max_cam_slices=args.max_cam_slices)
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="slice")
+        bar.update(done - bar.n)
+
+    metrics = evaluate(load_model(args.model), args.data, args.no_tumor, options, cache=args.cache, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    paths = write_metrics(metrics, out, args.overwrite)
+    print(Path(paths[1]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _compare(args) -> int:
+    from .backbones import compare, write
+
+    names = [b.strip() for b in args.backbones.split(",")] if args.backbones else None
+    rows = compare(args.data, args.work, names, epochs=args.epochs, size=args.size, cache=args.cache)
+    command = f"brainxai compare-backbones --epochs {args.epochs} --size {args.size}" + (
+        f" --backbones {args.backbones}" if args.backbones else "")
+    write(rows, args.out, args.epochs, args.size, command)
+    print(Path(args.out).read_text())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .explain import METHODS
-    from .model import DEFAULT_WEIGHTS
+    from .model import DEFAULT_WEIGHTS, PAPER_BACKBONES
 
     p = argparse.ArgumentParser(prog="brainxai", description="Explainable brain-tumour MRI (research use only).")
     p.add_argument("--version", action="version", version=f"brainxai {__version__}")
@@ -74,15 +118,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-cam-slices", type=int, help="explain at most this many slices (those with most tumour)")
     e.set_defaults(func=_explain)
 
+    v = sub.add_parser("evaluate", help="diagnostic, segmentation and explanation metrics on a labelled folder")
+    v.add_argument("--data", type=Path, help="folder in the figshare layout (labels.csv, images/, masks/)")
+    v.add_argument("--no-tumor", type=Path, help="folder of tumour-free images (PNG/JPEG named by integer index)")
+    v.add_argument("--out", type=Path, required=True, help="metrics JSON to write (.md and .png plots go beside it)")
+    v.add_argument("--overwrite", action="store_true", help="replace existing metric files")
+    v.add_argument("--model", type=Path, help="weights file (default: the packaged model)")
+    v.add_argument("--split", choices=("all", "val"), default="all",
+                   help="'val': only the validation blocks of the training split (the default model's held-out data)")
+    v.add_argument("--methods", default="gradcam,gradcam++,scorecam", help=f"comma-separated, from: {', '.join(METHODS)}")
+    v.add_argument("--threshold", type=float, default=90.0, help="heatmap percentile (in-head) for the CAM masks")
+    v.add_argument("--scorecam-slices", type=int, default=24, help="Score-CAM on a random subset of this many slices")
+    v.add_argument("--perturbation-slices", type=int, default=200, help="deletion/insertion on this many slices")
+    v.add_argument("--max-cam-slices", type=int, help="Grad-CAM(++) on at most this many slices (default: all)")
+    v.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
+    v.set_defaults(func=_evaluate)
+
+    c = sub.add_parser("compare-backbones", help="equal-budget training + evaluation of the paper's backbones")
+    c.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with figshare/ and br35h_no_tumor/")
+    c.add_argument("--out", type=Path, default=Path("docs/backbones.md"), help="Markdown table (JSON beside it)")
+    c.add_argument("--work", type=Path, default=Path("runs/backbones"), help="where the trained weights go")
+    c.add_argument("--backbones", help=f"comma-separated (default: all of {', '.join(PAPER_BACKBONES)})")
+    c.add_argument("--epochs", type=int, default=2)
+    c.add_argument("--size", type=int, default=128)
+    c.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
+    c.set_defaults(func=_compare)
+
     t = sub.add_parser("train", help="train the default dual-head model on the shared data (CPU)")
     t.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with figshare/ and br35h_no_tumor/")
     t.add_argument("--out", type=Path, default=Path("runs/default") / DEFAULT_WEIGHTS)
-    t.add_argument("--epochs", type=int, default=14)
+    t.add_argument("--epochs", type=int, default=24)
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--encoder", default="resnet18")
-    t.add_argument("--size", type=int, default=192)
+    t.add_argument("--backbone", "--encoder", default="resnet18",
+                   help=f"a paper backbone ({', '.join(PAPER_BACKBONES)}) or any segmentation-models-pytorch encoder")
+    t.add_argument("--no-pretrained", action="store_true",
+                   help="train from scratch even if ImageNet weights for the backbone are in the local cache")
+    t.add_argument("--size", type=int, default=224)
     t.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
     t.set_defaults(func=_train)
     return p

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from . import CLASSES
 from .errors import BrainXAIError
-from .preprocess import prepare_slice
+from .preprocess import foreground_threshold, head_frame, prepare_slice
 
 GAP = 20
 VAL_FRACTION = 0.2
+CALIBRATION_FRACTION = 0.07
 
 
 @dataclass
@@ -51,18 +53,31 @@ def no_tumor_samples(root: Path) -> list[Sample]:
     return [Sample(f"br35h:{p.stem}", int(p.stem), "no_tumor", p, None) for p in files]
 
 
-def block_split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
-    """Per label, the middle VAL_FRACTION of its indices (a contiguous range) is validation; slices within GAP
-    indices of a validation range are dropped from training."""
+def _label_ranges(samples: list[Sample], lo_q: float, hi_q: float) -> list[tuple[int, int]]:
+    """Per label, the index range spanning that label's [lo_q, hi_q) quantile of indices: one contiguous block."""
     ranges = []
     for label in sorted({s.label for s in samples}):
         idx = sorted(s.index for s in samples if s.label == label)
-        lo_rank = int(len(idx) * (0.5 - VAL_FRACTION / 2))
-        hi_rank = int(len(idx) * (0.5 + VAL_FRACTION / 2)) - 1
-        ranges.append((idx[lo_rank], idx[hi_rank]))
-    val = [s for s in samples if any(lo <= s.index <= hi for lo, hi in ranges)]
-    train = [s for s in samples if not any(lo - GAP <= s.index <= hi + GAP for lo, hi in ranges)]
-    return train, val
+        ranges.append((idx[int(len(idx) * lo_q)], idx[int(len(idx) * hi_q) - 1]))
+    return ranges
+
+
+def _inside(s: Sample, ranges, gap: int = 0) -> bool:
+    return any(lo - gap <= s.index <= hi + gap for lo, hi in ranges)
+
+
+def block_split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Per label, the middle VAL_FRACTION of its indices (a contiguous range) is validation; slices within GAP
+    indices of a validation range are dropped from training."""
+    ranges = _label_ranges(samples, 0.5 - VAL_FRACTION / 2, 0.5 + VAL_FRACTION / 2)
+    return [s for s in samples if not _inside(s, ranges, GAP)], [s for s in samples if _inside(s, ranges)]
+
+
+def calibration_split(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Carve a calibration block (per label, CALIBRATION_FRACTION of the training indices, far from validation)
+    out of the training samples, with the same GAP: temperature is fitted there, never on validation."""
+    ranges = _label_ranges(train, 0.1, 0.1 + CALIBRATION_FRACTION)
+    return [s for s in train if not _inside(s, ranges, GAP)], [s for s in train if _inside(s, ranges)]
 
 
 def load_gray(path: Path) -> np.ndarray:
@@ -70,31 +85,54 @@ def load_gray(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L"), dtype=np.float32)
 
 
+def head_mask(img: np.ndarray, level: float = 0.08) -> np.ndarray:
+    """The head as one filled blob: what skull-strip augmentation erodes to imitate a skull-stripped scan."""
+    head = ndi.binary_fill_holes(ndi.binary_closing(img > level, iterations=2))
+    lab, n = ndi.label(head)
+    if n == 0:
+        return head
+    return lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
+
+
 def tensorise(samples: list[Sample], size: int, cache: Path | None = None) -> dict[str, np.ndarray]:
-    """Images (N, size, size) float16, masks (N, size, size) bool, labels (N,) int64; cached on disk by content key."""
-    key = hashlib.sha1(("|".join(s.key for s in samples) + f"|{size}|v1").encode()).hexdigest()[:16]
+    """Images (N, size, size) float16, tumour masks and head masks (N, size, size) bool, labels (N,) int64;
+    cached on disk by content key."""
+    key = hashlib.sha1(("|".join(s.key for s in samples) + f"|{size}|v3").encode()).hexdigest()[:16]
     cached = cache / f"slices-{key}.npz" if cache else None
     if cached and cached.is_file():
         with np.load(cached) as z:
             return dict(z)
     images = np.zeros((len(samples), size, size), np.float16)
     masks = np.zeros((len(samples), size, size), bool)
+    heads = np.zeros((len(samples), size, size), bool)
+    px_per_model_px = np.zeros(len(samples), np.float32)  # original-image pixels per model pixel
     for i, s in enumerate(tqdm(samples, desc=f"preparing {len(samples)} slices", unit="slice")):
         mask = load_gray(s.mask) > 127 if s.mask else None
-        img, m = prepare_slice(load_gray(s.image), size, mask)
+        gray = load_gray(s.image)
+        img, m = prepare_slice(gray, size, mask)
+        px_per_model_px[i] = head_frame(gray > foreground_threshold(gray), size).side / size
         images[i] = img
+        heads[i] = head_mask(img)
         if m is not None:
             masks[i] = m
-    out = {"images": images, "masks": masks, "labels": np.array([CLASSES.index(s.label) for s in samples], np.int64)}
+    out = {"images": images, "masks": masks, "heads": heads, "px_per_model_px": px_per_model_px,
+           "labels": np.array([CLASSES.index(s.label) for s in samples], np.int64)}
     if cached:
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cached, **out)
     return out
 
 
-def load_split(data_root: Path, size: int, cache: Path | None = None):
+def load_split(data_root: Path, size: int, cache: Path | None = None, calibration: bool = False):
+    """(train samples, validation samples, train tensors, validation tensors), and with calibration=True also
+    (calibration samples, calibration tensors) carved out of the training part."""
     data_root = Path(data_root)
-    fig_train, fig_val = block_split(figshare_samples(data_root / "figshare"))
-    no_train, no_val = block_split(no_tumor_samples(data_root / "br35h_no_tumor"))
-    train, val = fig_train + no_train, fig_val + no_val
-    return train, val, tensorise(train, size, cache), tensorise(val, size, cache)
+    parts = [block_split(figshare_samples(data_root / "figshare")),
+             block_split(no_tumor_samples(data_root / "br35h_no_tumor"))]
+    val = [s for _, v in parts for s in v]
+    if not calibration:
+        train = [s for t, _ in parts for s in t]
+        return train, val, tensorise(train, size, cache), tensorise(val, size, cache)
+    carved = [calibration_split(t) for t, _ in parts]
+    train, cal = [s for t, _ in carved for s in t], [s for _, c in carved for s in c]
+    return train, val, tensorise(train, size, cache), tensorise(val, size, cache), cal, tensorise(cal, size, cache)

@@ -18,15 +18,42 @@ from .errors import BrainXAIError
 
 DEFAULT_WEIGHTS = "brainxai_unet_resnet18.pt"
 
+# The source paper's backbones -> the segmentation-models-pytorch encoder that provides each ("tu-" = timm).
+# Missing: none of the named eight; the paper's own Keras variants differ in details (e.g. EfficientNet size).
+PAPER_BACKBONES = {
+    "VGG16": "vgg16",
+    "ResNet50": "resnet50",
+    "DenseNet121": "densenet121",
+    "Xception": "xception",
+    "InceptionV3": "tu-inception_v3",
+    "InceptionResNetV2": "inceptionresnetv2",
+    "EfficientNetB0": "efficientnet-b0",
+    "MobileNetV2": "mobilenet_v2",
+}
+DEEPEST = "deepest"  # CAM target: the encoder's deepest feature map, whatever the backbone
+
+
+def encoder_name(backbone: str) -> str:
+    """A paper name (case-insensitive) or any smp encoder name -> the smp encoder name."""
+    import segmentation_models_pytorch as smp
+
+    by_paper = {k.lower(): v for k, v in PAPER_BACKBONES.items()}
+    name = by_paper.get(backbone.lower(), backbone)
+    if not name.startswith("tu-") and name not in smp.encoders.get_encoder_names():
+        raise BrainXAIError(f"unknown backbone '{backbone}': use one of {', '.join(PAPER_BACKBONES)} "
+                            "or a segmentation-models-pytorch encoder name")
+    return name
+
 
 @dataclass
 class ModelConfig:
     encoder: str = "resnet18"
-    input_size: int = 192
-    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16)
+    input_size: int = 224
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     classes: tuple[str, ...] = CLASSES
-    # The CAM target layer: deepest encoder stage (the one the classification head pools).
-    cam_layer: str = "encoder.layer4"
+    # The CAM target layer: the deepest encoder features (what the classification head pools), or a dotted path.
+    cam_layer: str = DEEPEST
+    pretrained: str | None = None  # "imagenet" when trained from locally available ImageNet weights
     temperature: float = 1.0
 
     def to_dict(self) -> dict:
@@ -46,12 +73,35 @@ def build_network(cfg: ModelConfig) -> nn.Module:
 
     return smp.Unet(
         encoder_name=cfg.encoder,
-        encoder_weights=None,  # no download at run time; trained from scratch
+        encoder_weights=None,  # never downloaded at run time; see local_imagenet_weights
         in_channels=1,
         classes=1,
         decoder_channels=cfg.decoder_channels,
         aux_params={"classes": len(cfg.classes), "dropout": 0.2},
     )
+
+
+def local_imagenet_weights(encoder: str) -> Path | None:
+    """smp's ImageNet weights for this encoder if they are already in the local Hugging Face cache (no network)."""
+    import segmentation_models_pytorch as smp
+    from huggingface_hub import try_to_load_from_cache
+
+    settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {}).get("imagenet")
+    if not settings or "repo_id" not in settings:
+        return None
+    found = try_to_load_from_cache(settings["repo_id"], "model.safetensors", revision=settings.get("revision"))
+    return Path(found) if isinstance(found, str) else None
+
+
+def init_from_imagenet(net: nn.Module, weights: Path) -> None:
+    """Load 3-channel ImageNet encoder weights into the 1-channel network (smp folds the first conv)."""
+    from safetensors.torch import load_file
+
+    state, own = load_file(str(weights), device="cpu"), net.encoder.state_dict()
+    for key, value in state.items():  # fold RGB filters to grey by summing, as smp's patch_first_conv does
+        if key in own and value.ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
+            state[key] = value.sum(1, keepdim=True)
+    net.encoder.load_state_dict(state)
 
 
 class ClassifierView(nn.Module):
@@ -65,10 +115,19 @@ class ClassifierView(nn.Module):
         super().__init__()
         self.net = net
         self.temperature = temperature
+        self.deepest = nn.Identity()  # a hook point on the deepest features, the same for every backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.net.encoder(x)
-        return self.net.classification_head(features[-1]) / self.temperature
+        return self.net.classification_head(self.deepest(features[-1])) / self.temperature
+
+    def target_layer(self, dotted: str = DEEPEST) -> nn.Module:
+        if dotted == DEEPEST:
+            return self.deepest
+        module = self.net
+        for part in dotted.split("."):
+            module = getattr(module, part)
+        return module
 
 
 @dataclass
@@ -82,12 +141,6 @@ class LoadedModel:
 
     def classifier(self) -> ClassifierView:
         return ClassifierView(self.net, self.cfg.temperature).eval()
-
-    def layer(self, dotted: str | None = None) -> nn.Module:
-        module = self.net
-        for part in (dotted or self.cfg.cam_layer).split("."):
-            module = getattr(module, part)
-        return module
 
     def info(self) -> dict:
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "classes": list(self.cfg.classes)}

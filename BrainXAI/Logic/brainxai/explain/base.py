@@ -34,7 +34,8 @@ class CamMethod:
         """slices (N, S, S) in [0, 1] -> heatmaps (N, S, S) in [0, 1], one min-max-scaled map per slice
         for class index `target`."""
         out = np.zeros(slices.shape, np.float32)
-        with self.cam_class(model=model.classifier(), target_layers=[model.layer()]) as cam:
+        view = model.classifier()
+        with self.cam_class(model=view, target_layers=[view.target_layer(model.cfg.cam_layer)]) as cam:
             for key, value in self.options.items():
                 setattr(cam, key, value)
             for start in range(0, len(slices), self.batch_size):
