@@ -9,9 +9,9 @@ from brainxai.data import load_split
 from brainxai.model import default_weights_path, load_model, predict_slices
 from brainxai.train import evaluate
 
-# The pipeline issue asks for accuracy >= 0.90 and Dice >= 0.70; the shipped model reaches 0.920 and 0.687
-# (Dice short by 0.013, reported in the model card). These floors guard against regressions below that.
-ACCURACY_FLOOR, DICE_FLOOR = 0.90, 0.67
+# The pipeline issue's floors on the patient-separated validation split (the shipped model: 0.928 and 0.711).
+ACCURACY_FLOOR, DICE_FLOOR = 0.90, 0.70
+ECE_CEILING = 0.05  # after temperature scaling fitted on the separate calibration block
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_weights_are_small_and_identified(model):
 
 def test_validation_metrics_reproduce_the_card(model, data_dir):
     _, val_samples, _, val = load_split(data_dir, model.cfg.input_size)
-    metrics = evaluate(model.net.to(memory_format=torch.channels_last), val)
+    metrics = evaluate(model.net.to(memory_format=torch.channels_last), val, temperature=model.cfg.temperature)
     card = model.card["validation"]
     assert metrics["n"] == card["n"] == len(val_samples)
     # fp16 storage of the weights may move a borderline slice or two, no more.
@@ -35,6 +35,9 @@ def test_validation_metrics_reproduce_the_card(model, data_dir):
     assert metrics["tumour_dice_mean"] == pytest.approx(card["tumour_dice_mean"], abs=0.01)
     assert metrics["accuracy"] >= ACCURACY_FLOOR
     assert metrics["tumour_dice_mean"] >= DICE_FLOOR
+    assert model.cfg.temperature == model.card["calibration"]["temperature"] != 1.0
+    assert metrics["ece"] == pytest.approx(card["ece"], abs=0.01)
+    assert metrics["ece"] <= ECE_CEILING
 
 
 def test_predict_slices_shapes_and_ranges(model):

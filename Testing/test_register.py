@@ -163,3 +163,23 @@ def test_cancel_and_bad_input(brats):
         register.register_to_mni(sitk.Image([64, 64, 64], sitk.sitkFloat32))  # all zero
     with pytest.raises(BrainXAIError):
         register.register_to_mni(sitk.Image([64, 64], sitk.sitkFloat32))
+
+
+def test_brain_region_covers_the_brain_and_not_the_neck(brats, ixi):
+    """The MNI brain carried back onto the scan: all of the skull-stripped BraTS brain is inside it; in the IXI
+    head it excludes the neck and face slices that the model never saw in training."""
+    image, reg, _ = brats
+    region = sitk.GetArrayFromImage(register.brain_region(image, reg)) > 0
+    brain = sitk.GetArrayFromImage(image) > 0
+    assert (region & brain).sum() / brain.sum() > 0.98
+    assert region.sum() * np.prod(image.GetSpacing()) / 1000 < 2600  # mL: a dilated brain, not the field of view
+    image, reg = ixi
+    from brainxai.preprocess import orient_for_model
+
+    oriented = orient_for_model(image)  # array[k] axial, k from inferior to superior
+    region = sitk.GetArrayFromImage(register.brain_region(oriented, reg)) > 0
+    head = sitk.GetArrayFromImage(oriented) > 0.05 * np.percentile(sitk.GetArrayFromImage(oriented), 99.5)
+    with_head = np.nonzero(head.any((1, 2)))[0]
+    lowest = with_head[: len(with_head) // 5]  # the lowest fifth of the head: neck and face
+    assert not region[lowest].any()
+    assert region.any((1, 2)).sum() > 0.5 * len(with_head)

@@ -43,11 +43,15 @@ def _explain(args) -> int:
 
 
 def _train(args) -> int:
-    from .model import ModelConfig, encoder_name
+    from .model import DEEPEST, ModelConfig, encoder_name
     from .train import train
 
+    encoder = encoder_name(args.backbone)
+    cam_layer = args.cam_layer
+    if cam_layer == "auto":  # ResNets: the 14x14 stage localises far better than the 7x7 one (see MODEL_CARD.md)
+        cam_layer = "encoder.layer3" if encoder.startswith("resnet") else DEEPEST
     card = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                 cfg=ModelConfig(encoder=encoder_name(args.backbone), input_size=args.size), cache=args.cache,
+                 cfg=ModelConfig(encoder=encoder, input_size=args.size, cam_layer=cam_layer), cache=args.cache,
                  pretrained=not args.no_pretrained)
     v = card["validation"]
     print(f"validation accuracy {v['accuracy']:.3f}, tumour Dice {v['tumour_dice_mean']:.3f}; weights {args.out}")
@@ -153,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--backbone", "--encoder", default="resnet18",
                    help=f"a paper backbone ({', '.join(PAPER_BACKBONES)}) or any segmentation-models-pytorch encoder")
+    t.add_argument("--cam-layer", default="auto",
+                   help="CAM target: 'deepest', a dotted module path, or 'auto' (encoder.layer3 for ResNets)")
     t.add_argument("--no-pretrained", action="store_true",
                    help="train from scratch even if ImageNet weights for the backbone are in the local cache")
     t.add_argument("--size", type=int, default=224)

@@ -159,6 +159,30 @@ def _auc(curve: list[np.ndarray]) -> np.ndarray:
     return trapezoid(np.stack(curve, 1), PERTURBATION_FRACTIONS, axis=1)
 
 
+# ---------------------------------------------------------------- shortcut check
+
+STYLES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "as is": lambda x: x,
+    "gamma 0.6": lambda x: x**0.6,
+    "gamma 1.6": lambda x: x**1.6,
+    "low contrast": lambda x: 0.25 + 0.5 * x,
+    "blurred": lambda x: ndi.gaussian_filter(x, (0, 1.5, 1.5)),
+}
+
+
+def style_shortcut_check(model: LoadedModel, t: dict[str, np.ndarray], batch_size: int = 32) -> dict:
+    """Br35H 'no tumour' images come in mixed sequences: a model can learn 'looks unlike CE-T1' = no tumour.
+    The share of tumour slices called no_tumor should not jump when only the intensity style changes."""
+    classes = list(model.cfg.classes)
+    tumour = np.nonzero(t["labels"] != classes.index("no_tumor"))[0]
+    x = t["images"][tumour].astype(np.float32)
+    out = {}
+    for name, style in STYLES.items():
+        probs, _ = predict_slices(model, np.clip(style(x), 0, 1).astype(np.float32), batch_size)
+        out[name] = float((probs.argmax(1) == classes.index("no_tumor")).mean())
+    return {"tumour_slices_called_no_tumor": out, "n": int(len(tumour))}
+
+
 # ---------------------------------------------------------------- the harness
 
 
@@ -183,8 +207,21 @@ def evaluate(
 ) -> dict:
     """All metrics as a JSON-ready dict. progress(stage, done, total) is called as work proceeds."""
     o = options or EvalOptions()
+    _, t = load_folder(data, no_tumor, o.split, model.cfg.input_size, cache)
+    metrics = evaluate_tensors(model, t, o, progress)
+    metrics["settings"].update(data=str(data) if data else None, no_tumor=str(no_tumor) if no_tumor else None)
+    return metrics
+
+
+def evaluate_tensors(
+    model: LoadedModel,
+    t: dict[str, np.ndarray],
+    options: EvalOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """The metrics on slices already prepared by data.tensorise."""
+    o = options or EvalOptions()
     methods = [get_method(m) for m in o.methods]
-    samples, t = load_folder(data, no_tumor, o.split, model.cfg.input_size, cache)
     x = t["images"].astype(np.float32)
     y = t["labels"]
     tick = progress or (lambda stage, done, total: None)
@@ -203,6 +240,9 @@ def evaluate(
     metrics["segmentation_dice"] = float(dices.mean()) if len(dices) else None
     metrics["segmentation_dice_median"] = float(np.median(dices)) if len(dices) else None
     metrics["n_tumour_slices"] = int(len(tumour))
+    if len(tumour):
+        tick("style check", 0, 1)
+        metrics["shortcut_check"] = style_shortcut_check(model, t, o.batch_size)
 
     rng = np.random.default_rng(o.seed)
 
@@ -262,9 +302,8 @@ def evaluate(
     metrics["cam_random_baseline"] = {k: baseline[k] for k in ("deletion_auc", "insertion_auc", "n_perturbation")}
     metrics["settings"] = {
         **asdict(o),
-        "data": str(data) if data else None,
-        "no_tumor": str(no_tumor) if no_tumor else None,
         "model": model.info(),
+        "cam_layer": model.cfg.cam_layer,
         "temperature": model.cfg.temperature,
         "cam_target": "true class of the slice",
         "resolution": f"model input {model.cfg.input_size} px",
@@ -306,6 +345,10 @@ def render_markdown(m: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    if "shortcut_check" in m:
+        rates = m["shortcut_check"]["tumour_slices_called_no_tumor"]
+        lines += ["Tumour slices called no_tumor when only the intensity style changes (shortcut check): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()) + ".", ""]
     for c in m["cam"].values():
         lines.append(f"| {c['title']} | {c['n']} | {f(c['dice'])} | {f(c['iou'])} | {f(c['pointing_game'])} | "
                      f"{f(c.get('deletion_auc'))} | {f(c.get('insertion_auc'))} |")

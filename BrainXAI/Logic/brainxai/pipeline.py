@@ -29,10 +29,10 @@ Cancel = Callable[[], bool]
 DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam")
 LESION_PROBABILITY = 0.5
 MIN_LESION_ML = 0.1  # smaller segmented blobs are treated as noise, not tumour evidence
-NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of head
+NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of brain
 
 # Share of the progress bar per stage, roughly their cost.
-_STAGES = {"load": 0.02, "preprocess": 0.03, "model": 0.15, "explain": 0.5, "threshold": 0.02, "register": 0.2,
+_STAGES = {"load": 0.02, "preprocess": 0.03, "register": 0.2, "model": 0.15, "explain": 0.5, "threshold": 0.02,
            "atlas": 0.04, "report": 0.04}
 
 
@@ -52,6 +52,8 @@ class Result:
     mni_images: dict[str, sitk.Image]
     registration: register.Registration | None
     overview: dict = field(default_factory=dict)  # arrays for the overview figure, in model orientation
+    slice_probabilities: np.ndarray | None = None  # (analysed slices, classes), for audits of the volume vote
+    analysed_slices: np.ndarray | None = None  # their indices along the model's axial axis
 
 
 class _Tracker:
@@ -79,11 +81,11 @@ def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) 
     return img
 
 
-def _diagnosis(probs: np.ndarray, lesion_area: np.ndarray, head_area: np.ndarray) -> np.ndarray:
+def _diagnosis(probs: np.ndarray, lesion_area: np.ndarray, brain_area: np.ndarray) -> np.ndarray:
     """Volume probabilities: slices vote in proportion to their tumour evidence (segmented lesion area), so the
     few slices through a tumour decide, not the many slices above and below it. With no lesion at all, every
-    head slice votes a little, which is what decides a tumour-free scan."""
-    weights = lesion_area + NO_EVIDENCE_WEIGHT * head_area
+    brain slice votes a little, which is what decides a tumour-free scan."""
+    weights = lesion_area + NO_EVIDENCE_WEIGHT * brain_area
     if weights.sum() == 0:
         weights = np.ones(len(probs))
     p = (weights[:, None] * probs).sum(0) / weights.sum()
@@ -114,8 +116,22 @@ def analyse(
     frame = preprocess.head_frame(head, model.cfg.input_size)
     slices = preprocess.to_model(preprocess.scale_intensity(arr), frame)
     sx, sy, sz = oriented.GetSpacing()
-    head_area = head.sum((1, 2)) * sx * sy
-    active = np.nonzero(head_area > 0)[0]
+
+    # Registration comes first: the MNI brain carried onto the scan says where a brain tumour can be, so the
+    # neck, face and orbits (never in the training slices) neither vote nor yield lesions.
+    track.stage("register")
+    reg = None
+    notes = list(warnings or [])
+    brain = head
+    if info.kind == "volume":  # one 2D slice cannot be placed in 3D MNI space
+        reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
+        if reg.converged:
+            brain = head & (sitk.GetArrayViewFromImage(register.brain_region(oriented, reg)) > 0)
+        else:
+            notes.append("Registration to MNI152 did not converge cleanly: the whole head was analysed (no brain "
+                         "mask) and the anatomical localisation should be treated with caution.")
+    brain_area = brain.sum((1, 2)) * sx * sy
+    active = np.nonzero(brain_area > 0)[0]
 
     track.stage("model")
     n_done = [0]
@@ -128,12 +144,12 @@ def analyse(
     seg_model = np.zeros_like(slices)
     probs[active], seg_model[active] = predict_slices(model, slices[active], options.batch_size, step, cancel)
     seg_prob = preprocess.from_model(seg_model, frame)
-    seg_mask = threshold.significant_components((seg_prob > LESION_PROBABILITY) & head, oriented.GetSpacing())
+    seg_mask = threshold.significant_components((seg_prob > LESION_PROBABILITY) & brain, oriented.GetSpacing())
     voxel_ml = sx * sy * sz / 1000.0
     if seg_mask.sum() * voxel_ml < MIN_LESION_ML:
         seg_mask[:] = False
     lesion_area = seg_mask.sum((1, 2)) * sx * sy
-    p_volume = _diagnosis(probs, lesion_area, head_area)
+    p_volume = _diagnosis(probs, lesion_area, brain_area)
     label = int(p_volume.argmax())
 
     # Slices that carry tumour evidence are explained; a scan without any explains its most confident slices.
@@ -161,11 +177,11 @@ def analyse(
     track.stage("threshold")
     explained = np.zeros(len(arr), bool)
     explained[evidence] = True
-    region = head & explained[:, None, None]
+    region = brain & explained[:, None, None]
     images_oriented: dict[str, np.ndarray] = {"tumor_segmentation": seg_mask.astype(np.uint8)}
     explanations = []
     for method in methods:
-        heat = np.clip(preprocess.from_model(heat_model[method.name], frame), 0, 1) * head
+        heat = np.clip(preprocess.from_model(heat_model[method.name], frame), 0, 1) * brain
         mask, _ = threshold.threshold_heatmap(heat, region, oriented.GetSpacing(), options.threshold_percentile)
         images_oriented[f"heatmap_{method.name}"] = heat.astype(np.float32)
         images_oriented[f"mask_{method.name}"] = mask.astype(np.uint8)
@@ -184,30 +200,22 @@ def analyse(
         for name, a in images_oriented.items()
     }
 
-    track.stage("register")
-    reg, mni_images = None, {}
-    if info.kind == "volume":  # one 2D slice cannot be placed in 3D MNI space
-        reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
+    track.stage("atlas")
+    regions, summary, mni_images = [], {"centroid_mni": None, "hemisphere": None, "peak_region": None}, {}
+    if reg is not None:
         mni_images = {
             name: register.to_mni(img, reg, "nearest" if img.GetPixelID() == sitk.sitkUInt8 else "linear")
             for name, img in images.items()
         }
-
-    track.stage("atlas")
-    regions, summary = [], {"centroid_mni": None, "hemisphere": None, "peak_region": None}
-    if reg is not None:
         lesion_mni = mni_images["tumor_segmentation"]
         first_heat = mni_images[f"heatmap_{methods[0].name}"] if methods else None
         regions = atlas.region_table(lesion_mni) if seg_mask.any() else []
         summary = atlas.lesion_summary(lesion_mni, first_heat)
 
     track.stage("report")
-    notes = list(warnings or [])
     if info.kind == "slice":
         notes.append("Single 2D slice: the lesion area stands for a volume, and without registration there are no "
                      "MNI coordinates or atlas regions.")
-    elif not reg.converged:
-        notes.append("Registration to MNI152 did not converge cleanly: treat the anatomical localisation with caution.")
     result_findings = {
         "schema_version": findings_mod.SCHEMA_VERSION,
         "input": {
@@ -252,7 +260,7 @@ def analyse(
         "label": CLASSES[label],
         "phantom": phantom,
     }
-    return Result(result_findings, images, mni_images, reg, overview)
+    return Result(result_findings, images, mni_images, reg, overview, probs[active], active)
 
 
 def write_outputs(result: Result, out_dir: str | Path, overwrite: bool = False) -> Path:

@@ -297,6 +297,22 @@ def to_mni(image: sitk.Image, reg: Registration, interpolator: str = "linear") -
     return sitk.Resample(image, fixed, reg.transform, sitk.sitkNearestNeighbor, 0, image.GetPixelID())
 
 
+BRAIN_MARGIN_MM = 10  # registration error, extra-axial tumours at the dura, the pituitary fossa below the brain
+
+
+@lru_cache(maxsize=1)
+def _dilated_brain() -> sitk.Image:
+    brain = sitk.Cast(load_mni_template() > 0, sitk.sitkUInt8)
+    return sitk.BinaryDilate(brain, [BRAIN_MARGIN_MM] * 3, sitk.sitkBall)
+
+
+def brain_region(reference: sitk.Image, reg: Registration) -> sitk.Image:
+    """The MNI152 brain (dilated by BRAIN_MARGIN_MM) carried onto `reference`'s grid: where a brain tumour can be.
+    `reference` must share the registered input's physical space (any grid, e.g. a reoriented copy)."""
+    return sitk.Resample(_dilated_brain(), reference, reg.transform.GetInverse(), sitk.sitkNearestNeighbor, 0,
+                         sitk.sitkUInt8)
+
+
 def save_transform(reg: Registration, path) -> None:
     """Write the MNI->input transform as an ITK .tfm file."""
     sitk.WriteTransform(reg.transform, str(path))

@@ -104,7 +104,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def evaluate(net, data: dict, batch: int = 32, temperature: float = 1.0) -> dict:
@@ -250,6 +250,8 @@ def render_model_card(card: dict) -> str:
     c = card.get("calibration") or {"temperature": 1.0, "validation_ece_before": v.get("ece", float("nan")),
                                     "validation_ece_after": v.get("ece", float("nan"))}
     d.setdefault("calibration_slices", 0)
+    layer = card.get("cam_layer")
+    cam = f"\n- **CAM target layer**: `{layer['value']}`, {layer['why']}." if layer else ""
     rows = "\n".join(f"| {h['epoch']} | {h['train_loss']:.3f} | {h['accuracy']:.3f} | {h['tumour_dice_mean']:.3f} |"
                      for h in card["history"])
     cm = "\n".join(f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(card["classes"], v["confusion_matrix"]))
@@ -263,7 +265,7 @@ Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} ep
 - **Data**: {d['figshare']}; {d['br35h_no_tumor']}. {d['train_slices']} training slices, {d['validation_slices']} validation slices.
 - **Split**: {card['split']}.
 - **Training**: {t['optimizer']}, {t['loss']}, batch {t['batch_size']}, max LR {t['max_lr']}, {t['precision']}.
-- **Intended use**: {card['intended_use']}.
+- **Intended use**: {card['intended_use']}.{cam}
 
 ## Validation (patient-separated split, last epoch, no model selection on it)
 
