@@ -153,3 +153,14 @@ def test_evaluate_cli_needs_data(tmp_path, capsys):
     assert main(["evaluate", "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--data" in err
+
+
+def test_healthy_volume_check_on_ixi(ixi_path):
+    """The shortcut guard on a real healthy head reports the pipeline's own brain slices, by file name only."""
+    from brainxai.evaluate import healthy_volume_check
+    from brainxai.model import load_model
+
+    row = healthy_volume_check(load_model(), ixi_path)
+    assert row["volume"] == ixi_path.name and row["registration_converged"]
+    assert 40 <= row["brain_slices"] <= 120  # 2 mm axial slices through a dilated MNI brain
+    assert 0 <= row["no_tumor_rate"] <= 1 and row["diagnosis"] in ("glioma", "meningioma", "pituitary", "no_tumor")

@@ -72,3 +72,49 @@ def test_every_paper_backbone_maps_to_an_encoder():
     assert encoder_name("densenet121") == encoder_name("DenseNet121") == "densenet121"
     with pytest.raises(BrainXAIError, match="unknown backbone"):
         encoder_name("alexnet-9000")
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "mobilenet_v2"])
+def test_dual_head_matches_smp_decoder_and_its_class_maps_average_to_the_logits(encoder):
+    """DualHeadUnet re-runs smp's decoder loop to tap a block: the segmentation must be smp's own, the
+    classifier view must give the same logits, and the class maps must average to the logits (minus bias)."""
+    from brainxai.model import ClassifierView, ModelConfig, build_network
+
+    torch.manual_seed(0)
+    net = build_network(ModelConfig(encoder=encoder, input_size=64)).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        features = net.encoder(x)
+        torch.testing.assert_close(net._decode(features)[0], net.decoder(features))
+        masks, logits, maps = net(x, with_maps=True)
+        assert maps.shape == (2, 4, 8, 8)  # decoder block 1: 1/8 of the input
+        torch.testing.assert_close(maps.mean((2, 3)) + net.classification_head[3].bias, logits)
+        torch.testing.assert_close(ClassifierView(net)(x), logits)
+        torch.testing.assert_close(net.segmentation_head(net.decoder(features)), masks)
+
+
+def test_legacy_checkpoints_keep_the_encoder_head():
+    from brainxai.model import ClassifierView, ModelConfig, build_network
+
+    cfg = ModelConfig.from_dict({k: v for k, v in ModelConfig(input_size=64).to_dict().items() if k != "head_stage"})
+    assert cfg.head_stage is None
+    net = build_network(cfg).eval()
+    with torch.no_grad():
+        x = torch.rand(1, 1, 64, 64)
+        torch.testing.assert_close(ClassifierView(net)(x), net(x)[1])
+
+
+def test_cam_loss_prefers_maps_on_the_tumour():
+    from brainxai.train import NO_TUMOR, cam_loss
+
+    m = torch.zeros(2, 1, 32, 32)
+    m[:, :, 8:16, 8:16] = 1
+    y = torch.tensor([0, NO_TUMOR])
+    on = torch.full((2, 4, 8, 8), -4.0)
+    on[0, 0, 2:4, 2:4] = 4.0
+    off = torch.full((2, 4, 8, 8), -4.0)
+    off[0, 0, 5:7, 5:7] = 4.0
+    noisy_healthy = on.clone()
+    noisy_healthy[1, 1] = 4.0  # tumour-class evidence on a no-tumour slice
+    assert cam_loss(on, y, m) < cam_loss(off, y, m)
+    assert cam_loss(on, y, m) < cam_loss(noisy_healthy, y, m)

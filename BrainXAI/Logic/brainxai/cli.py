@@ -43,13 +43,11 @@ def _explain(args) -> int:
 
 
 def _train(args) -> int:
-    from .model import DEEPEST, ModelConfig, encoder_name
+    from .model import ModelConfig, encoder_name
     from .train import train
 
     encoder = encoder_name(args.backbone)
     cam_layer = args.cam_layer
-    if cam_layer == "auto":  # ResNets: the 14x14 stage localises far better than the 7x7 one (see MODEL_CARD.md)
-        cam_layer = "encoder.layer3" if encoder.startswith("resnet") else DEEPEST
     card = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                  cfg=ModelConfig(encoder=encoder, input_size=args.size, cam_layer=cam_layer), cache=args.cache,
                  pretrained=not args.no_pretrained)
@@ -80,7 +78,8 @@ def _evaluate(args) -> int:
             bar = bars[stage] = tqdm(total=total, desc=stage, unit="slice")
         bar.update(done - bar.n)
 
-    metrics = evaluate(load_model(args.model), args.data, args.no_tumor, options, cache=args.cache, progress=progress)
+    metrics = evaluate(load_model(args.model), args.data, args.no_tumor, options, cache=args.cache, progress=progress,
+                       healthy_volumes=args.healthy_volume or [])
     for bar in bars.values():
         bar.close()
     paths = write_metrics(metrics, out, args.overwrite)
@@ -104,7 +103,7 @@ def _compare(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .explain import METHODS
-    from .model import DEFAULT_WEIGHTS, PAPER_BACKBONES
+    from .model import DEEPEST, DEFAULT_WEIGHTS, PAPER_BACKBONES
 
     p = argparse.ArgumentParser(prog="brainxai", description="Explainable brain-tumour MRI (research use only).")
     p.add_argument("--version", action="version", version=f"brainxai {__version__}")
@@ -135,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scorecam-slices", type=int, default=24, help="Score-CAM on a random subset of this many slices")
     v.add_argument("--perturbation-slices", type=int, default=200, help="deletion/insertion on this many slices")
     v.add_argument("--max-cam-slices", type=int, help="Grad-CAM(++) on at most this many slices (default: all)")
+    v.add_argument("--healthy-volume", type=Path, action="append",
+                   help="a tumour-free 3D head (repeatable): share of its brain slices called no_tumor")
     v.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
     v.set_defaults(func=_evaluate)
 
@@ -151,14 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the default dual-head model on the shared data (CPU)")
     t.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with figshare/ and br35h_no_tumor/")
     t.add_argument("--out", type=Path, default=Path("runs/default") / DEFAULT_WEIGHTS)
-    t.add_argument("--epochs", type=int, default=24)
+    t.add_argument("--epochs", type=int, default=22)
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--backbone", "--encoder", default="resnet18",
                    help=f"a paper backbone ({', '.join(PAPER_BACKBONES)}) or any segmentation-models-pytorch encoder")
-    t.add_argument("--cam-layer", default="auto",
-                   help="CAM target: 'deepest', a dotted module path, or 'auto' (encoder.layer3 for ResNets)")
+    t.add_argument("--cam-layer", default=DEEPEST,
+                   help="CAM target: 'deepest' (the features the classification head pools) or a dotted module path")
     t.add_argument("--no-pretrained", action="store_true",
                    help="train from scratch even if ImageNet weights for the backbone are in the local cache")
     t.add_argument("--size", type=int, default=224)

@@ -204,13 +204,37 @@ def evaluate(
     options: EvalOptions | None = None,
     cache: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    healthy_volumes: list[Path] = (),
 ) -> dict:
     """All metrics as a JSON-ready dict. progress(stage, done, total) is called as work proceeds."""
     o = options or EvalOptions()
     _, t = load_folder(data, no_tumor, o.split, model.cfg.input_size, cache)
     metrics = evaluate_tensors(model, t, o, progress)
     metrics["settings"].update(data=str(data) if data else None, no_tumor=str(no_tumor) if no_tumor else None)
+    if healthy_volumes:
+        metrics["healthy_volumes"] = [healthy_volume_check(model, p, progress) for p in healthy_volumes]
     return metrics
+
+
+def healthy_volume_check(model: LoadedModel, path: Path, progress=None) -> dict:
+    """Shortcut guard on a real tumour-free head: the share of its brain slices (the pipeline's own slice
+    selection, after registration) called no_tumor. Br35H no-tumour images are of mixed sequences, so a
+    model can score well on them by style alone; a healthy volume from another source cannot be gamed so."""
+    from . import pipeline
+    from .load import read_input
+
+    image, info = read_input(path)
+    tick = (lambda stage, f: progress(f"healthy volume {Path(path).name}", int(100 * f), 100)) if progress else None
+    r = pipeline.analyse(image, info, pipeline.Options(methods=()), model=model, progress=tick)
+    calls = r.slice_probabilities.argmax(1)
+    return {
+        "volume": Path(path).name,  # the file name only: no folders, no identifiers
+        "brain_slices": int(len(calls)),
+        "no_tumor_rate": float(np.mean(calls == list(model.cfg.classes).index("no_tumor"))),
+        "diagnosis": r.findings["diagnosis"]["label"],
+        "lesion_ml": r.findings["lesion"]["volume_ml"],
+        "registration_converged": bool(r.findings["registration"]["converged"]),
+    }
 
 
 def evaluate_tensors(
@@ -336,6 +360,16 @@ def render_markdown(m: dict) -> str:
         "|---|---|---|---|---|",
         *[f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
           for c, v in m["per_class"].items()],
+    ]
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    if "shortcut_check" in m:
+        rates = m["shortcut_check"]["tumour_slices_called_no_tumor"]
+        lines += ["", "Tumour slices called no_tumor when only the intensity style changes (shortcut check): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()) + "."]
+    for h in m.get("healthy_volumes", []):
+        lines += ["", f"Healthy volume `{h['volume']}`: {h['no_tumor_rate']:.3f} of its {h['brain_slices']} brain "
+                  f"slices called no_tumor; volume diagnosis {h['diagnosis']}, segmented lesion {h['lesion_ml']} mL."]
+    lines += [
         "",
         f"CAMs for the true class, mask = {s['threshold_percentile']:g}th percentile in the head; pointing game "
         f"tolerance {s['pointing_tolerance_px']:g} original px; deletion (lower is better) and insertion (higher is "
@@ -344,11 +378,6 @@ def render_markdown(m: dict) -> str:
         "| method | slices | Dice | IoU | pointing game | deletion AUC | insertion AUC |",
         "|---|---|---|---|---|---|---|",
     ]
-    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    if "shortcut_check" in m:
-        rates = m["shortcut_check"]["tumour_slices_called_no_tumor"]
-        lines += ["Tumour slices called no_tumor when only the intensity style changes (shortcut check): "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in rates.items()) + ".", ""]
     for c in m["cam"].values():
         lines.append(f"| {c['title']} | {c['n']} | {f(c['dice'])} | {f(c['iou'])} | {f(c['pointing_game'])} | "
                      f"{f(c.get('deletion_auc'))} | {f(c.get('insertion_auc'))} |")

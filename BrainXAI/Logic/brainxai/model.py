@@ -30,7 +30,8 @@ PAPER_BACKBONES = {
     "EfficientNetB0": "efficientnet-b0",
     "MobileNetV2": "mobilenet_v2",
 }
-DEEPEST = "deepest"  # CAM target: the encoder's deepest feature map, whatever the backbone
+DEEPEST = "deepest"  # CAM target: the feature map the classification head pools, whatever the backbone
+HEAD_STAGE = 1  # the classification head pools decoder block 1 (1/8 of the input: 28x28 at 224 px)
 
 
 def encoder_name(backbone: str) -> str:
@@ -51,8 +52,11 @@ class ModelConfig:
     input_size: int = 224
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     classes: tuple[str, ...] = CLASSES
-    # The CAM target layer: the deepest encoder features (what the classification head pools), or a dotted path.
+    # The CAM target layer: the features the classification head pools ("deepest"), or a dotted module path.
     cam_layer: str = DEEPEST
+    # Which decoder block's output the classification head pools; None = smp's aux head on the deepest encoder
+    # stage (models trained before 0.3 have no such key and are read that way).
+    head_stage: int | None = HEAD_STAGE
     pretrained: str | None = None  # "imagenet" when trained from locally available ImageNet weights
     temperature: float = 1.0
 
@@ -64,21 +68,67 @@ class ModelConfig:
         d = dict(d)
         d["decoder_channels"] = tuple(d["decoder_channels"])
         d["classes"] = tuple(d["classes"])
+        d.setdefault("head_stage", None)
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def build_network(cfg: ModelConfig) -> nn.Module:
-    """smp U-Net with smp's auxiliary classification head on the deepest encoder features."""
     import segmentation_models_pytorch as smp
 
-    return smp.Unet(
-        encoder_name=cfg.encoder,
-        encoder_weights=None,  # never downloaded at run time; see local_imagenet_weights
-        in_channels=1,
-        classes=1,
-        decoder_channels=cfg.decoder_channels,
-        aux_params={"classes": len(cfg.classes), "dropout": 0.2},
-    )
+    if cfg.head_stage is None:  # legacy: smp's auxiliary classification head on the deepest encoder features
+        return smp.Unet(encoder_name=cfg.encoder, encoder_weights=None, in_channels=1, classes=1,
+                        decoder_channels=cfg.decoder_channels, aux_params={"classes": len(cfg.classes), "dropout": 0.2})
+    return DualHeadUnet(cfg)
+
+
+class DualHeadUnet(nn.Module):
+    """smp's U-Net (encoder, decoder, segmentation head) with smp's classification head moved from the 1/32
+    encoder output to a decoder block's output (1/8 of the input by default).
+
+    Why: a linear head on average-pooled features makes the class score the mean of a class map
+    W_c . F(x, y); at 1/8 resolution that map is fine enough to be checked against the tumour outline, and
+    training supervises it to be positive on the tumour and negative elsewhere (train.cam_loss). Grad-CAM on
+    these features then shows where the score really comes from instead of a 7x7 blur.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        import segmentation_models_pytorch as smp
+        from segmentation_models_pytorch.base import ClassificationHead
+
+        unet = smp.Unet(encoder_name=cfg.encoder, encoder_weights=None, in_channels=1, classes=1,
+                        decoder_channels=cfg.decoder_channels)
+        self.encoder, self.decoder, self.segmentation_head = unet.encoder, unet.decoder, unet.segmentation_head
+        self.stage = cfg.head_stage
+        self.classification_head = ClassificationHead(cfg.decoder_channels[cfg.head_stage], len(cfg.classes),
+                                                      pooling="avg", dropout=0.2)
+        self.head_input = nn.Identity()  # hook point for CAMs: exactly what the classification head pools
+
+    def _decode(self, features: list[torch.Tensor], upto: int | None = None):
+        """smp 0.6's UnetDecoder.forward, also returning block `stage`'s output; stops after block `upto`."""
+        shapes = [f.shape[2:] for f in features][::-1]
+        skips = features[1:][::-1]
+        x, staged = self.decoder.center(skips[0]), None
+        for i, block in enumerate(self.decoder.blocks):
+            x = block(x, *shapes[i + 1], skip_connection=skips[i + 1] if i + 1 < len(skips) else None)
+            if i == self.stage:
+                staged = self.head_input(x)
+            if i == upto:
+                break
+        return x, staged
+
+    def head_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._decode(self.encoder(x), upto=self.stage)[1]
+
+    def class_maps(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-class score maps W_c . F(x, y) (bias excluded), whose spatial mean is the class logit minus bias."""
+        linear = self.classification_head[3]
+        return torch.einsum("bchw,kc->bkhw", features, linear.weight)
+
+    def forward(self, x: torch.Tensor, with_maps: bool = False):
+        out, staged = self._decode(self.encoder(x))
+        masks, labels = self.segmentation_head(out), self.classification_head(staged)
+        return (masks, labels, self.class_maps(staged)) if with_maps else (masks, labels)
 
 
 def local_imagenet_weights(encoder: str) -> Path | None:
@@ -107,23 +157,25 @@ def init_from_imagenet(net: nn.Module, weights: Path) -> None:
 class ClassifierView(nn.Module):
     """Exposes only the class logits of the dual-head net, as pytorch-grad-cam expects a single-output model.
 
-    It runs the encoder and the classification head only: the decoder does not influence the class score,
-    so skipping it gives the same logits for a fraction of the cost (matters for Score-CAM).
+    It runs only what the class score depends on (encoder, and the decoder up to the head's block): the same
+    logits for a fraction of the cost, which matters for Score-CAM.
     """
 
     def __init__(self, net: nn.Module, temperature: float = 1.0):
         super().__init__()
         self.net = net
         self.temperature = temperature
-        self.deepest = nn.Identity()  # a hook point on the deepest features, the same for every backbone
+        self.deepest = nn.Identity()  # legacy models: a hook point on the deepest encoder features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.net, DualHeadUnet):
+            return self.net.classification_head(self.net.head_features(x)) / self.temperature
         features = self.net.encoder(x)
         return self.net.classification_head(self.deepest(features[-1])) / self.temperature
 
     def target_layer(self, dotted: str = DEEPEST) -> nn.Module:
         if dotted == DEEPEST:
-            return self.deepest
+            return self.net.head_input if isinstance(self.net, DualHeadUnet) else self.deepest
         module = self.net
         for part in dotted.split("."):
             module = getattr(module, part)

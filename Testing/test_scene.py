@@ -1,0 +1,182 @@
+"""Scene stage on slicer-core's real MRML: a BrainXAI output folder of an oblique BraTS copy as nodes."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from brainxai import pipeline
+from brainxai.load import read_input
+from test_preprocess import oblique_copy
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
+import vtk  # noqa: E402  (after slicer-core pins its vtk)
+
+from brainxai import scene as scene_mod  # noqa: E402
+
+FAST = pipeline.Options(methods=("gradcam++",), max_cam_slices=6)
+
+
+@pytest.fixture(scope="module")
+def oblique_case(brats_path, tmp_path_factory):
+    """An oblique copy of BraTS written to disk (what a user loads) and `brainxai explain`'s folder for it."""
+    root = tmp_path_factory.mktemp("scene")
+    image = oblique_copy(sitk.ReadImage(str(brats_path), sitk.sitkFloat32), 20.0)
+    path = root / "oblique.nii.gz"
+    sitk.WriteImage(image, str(path))
+    result = pipeline.analyse(*read_input(path), FAST)
+    out = pipeline.write_outputs(result, root / "out")
+    return path, out, result
+
+
+def read_user_volume(scene, path, name):
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = node.CreateDefaultStorageNode()
+    scene.AddNode(storage)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    return node
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def sitk_ijk_to_ras(img: sitk.Image) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = np.array(img.GetDirection()).reshape(3, 3) @ np.diag(img.GetSpacing())
+    m[:3, 3] = img.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ m
+
+
+@pytest.fixture()
+def loaded(oblique_case):
+    path, out, _ = oblique_case
+    scene, app = scene_mod.headless_scene()
+    user = read_user_volume(scene, path, "T1 post")
+    # A user's node that happens to carry the name BrainXAI would choose, and a study for the input.
+    decoy = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T1 post heatmap gradcam++")
+    sh = scene.GetSubjectHierarchyNode()
+    study = sh.CreateStudyItem(sh.CreateSubjectItem(sh.GetSceneItemID(), "Anonymous"), "MR study")
+    sh.CreateItem(study, user)
+    before = {"user": user.GetMTime(), "decoy": decoy.GetMTime(), "nodes": scene.GetNumberOfNodes()}
+    result = scene_mod.load_results(scene, out, user)
+    return scene, app, user, decoy, study, before, result
+
+
+def test_node_types_and_roles(loaded, oblique_case):
+    scene, _, _, _, _, _, r = loaded
+    assert r.heatmaps["gradcam++"].IsA("vtkMRMLScalarVolumeNode") and not r.heatmaps["gradcam++"].IsA(
+        "vtkMRMLLabelMapVolumeNode")
+    assert r.masks["gradcam++"].IsA("vtkMRMLLabelMapVolumeNode") and r.segmentation.IsA("vtkMRMLLabelMapVolumeNode")
+    assert r.to_mni.IsA("vtkMRMLLinearTransformNode") and r.regions.IsA("vtkMRMLSegmentationNode")
+    assert r.table.IsA("vtkMRMLTableNode") and r.template.IsA("vtkMRMLScalarVolumeNode")
+    assert r.heatmaps["gradcam++"].GetDisplayNode().GetColorNodeID() == scene_mod.HEAT_COLOR_ID
+    assert r.heatmaps["gradcam++"].GetAttribute(scene_mod.ROLE) == "heatmap gradcam++"
+
+
+def test_outputs_sit_exactly_on_the_oblique_input_grid(loaded, oblique_case):
+    _, _, user, _, _, _, r = loaded
+    path, _, result = oblique_case
+    expected = sitk_ijk_to_ras(sitk.ReadImage(str(path)))
+    assert abs(np.linalg.det(expected[:3, :3]) - np.prod(sitk.ReadImage(str(path)).GetSpacing())) < 1e-3
+    assert not np.allclose(expected[:3, :3] / np.linalg.norm(expected[:3, :3], axis=0), np.diag([-1, -1, 1]), atol=0.1)
+    np.testing.assert_allclose(ijk_to_ras(user), expected, atol=1e-4)
+    for node in r.native_nodes():
+        np.testing.assert_allclose(ijk_to_ras(node), expected, atol=1e-4, err_msg=node.GetName())
+        assert node.GetImageData().GetDimensions() == user.GetImageData().GetDimensions()
+    # the voxels are the pipeline's, unchanged by the trip through files and storage nodes
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    seg = vtk_to_numpy(r.segmentation.GetImageData().GetPointData().GetScalars())
+    np.testing.assert_array_equal(seg, sitk.GetArrayViewFromImage(result.images["tumor_segmentation"]).ravel())
+
+
+def test_atlas_segments_carry_names_colours_and_terminology(loaded):
+    _, _, _, _, _, _, r = loaded
+    from importlib import resources
+
+    rows = {r_["Name"]: r_ for r_ in csv.DictReader(
+        (resources.files("brainxai") / "data" / scene_mod.TERMINOLOGY_CSV).read_text().splitlines())}
+    by_display = {name.replace("_", " ").replace("Ventrical", "Ventricle"): row for name, row in rows.items()}
+    segmentation = r.regions.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    assert sorted(names) == sorted(x["name"] for x in r.findings["regions"])
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        row = by_display[segment.GetName()]
+        assert segment.GetLabelValue() == int(row["LabelValue"])
+        np.testing.assert_allclose(segment.GetColor(), [int(row[f"Color_{c}"]) / 255 for c in "RGB"], atol=1e-6)
+        term = segment.GetTerminology()
+        assert "SCT^123037004^Anatomical Structure" in term
+        if row["Type_CodeValue"]:
+            assert f"SCT^{row['Type_CodeValue']}^{row['Type_CodeMeaning']}" in term
+        side = segment.GetName().split()[0]
+        if side in ("Left", "Right"):
+            assert f"^{side}" in term
+
+
+def test_transform_maps_the_input_into_mni(loaded, oblique_case):
+    _, _, _, _, _, _, r = loaded
+    _, out, _ = oblique_case
+    itk = sitk.ReadTransform(str(out / "transform_to_mni.tfm"))  # MNI (LPS) -> input (LPS)
+    to_parent = vtk.vtkMatrix4x4()
+    r.to_mni.GetMatrixTransformToParent(to_parent)
+    t = np.array([[to_parent.GetElement(i, j) for j in range(4)] for i in range(4)])
+    for p_mni_ras in ([0.0, 0.0, 0.0], [-40.0, 12.0, 20.0], [35.0, -60.0, -10.0]):
+        q_lps = np.array(itk.TransformPoint((-p_mni_ras[0], -p_mni_ras[1], p_mni_ras[2])))
+        q_ras = np.r_[q_lps * [-1, -1, 1], 1.0]
+        np.testing.assert_allclose((t @ q_ras)[:3], p_mni_ras, atol=1e-3)
+
+
+def test_mni_toggle_moves_everything_and_restores_the_input(loaded):
+    _, _, user, _, _, _, r = loaded
+    assert r.regions.GetTransformNodeID() == r.from_mni.GetID()  # native: atlas shown over the input
+    scene_mod.set_space(r, "mni")
+    assert user.GetTransformNodeID() == r.to_mni.GetID()
+    assert all(n.GetTransformNodeID() == r.to_mni.GetID() for n in r.native_nodes())
+    assert r.regions.GetTransformNodeID() is None and r.template.GetTransformNodeID() is None
+    scene_mod.set_space(r, "native")
+    assert user.GetTransformNodeID() is None and all(n.GetTransformNodeID() is None for n in r.native_nodes())
+    with pytest.raises(Exception, match="unknown space"):
+        scene_mod.set_space(r, "talairach")
+
+
+def test_nothing_the_user_owned_changed_and_names_are_unique(loaded):
+    scene, _, user, decoy, study, before, r = loaded
+    assert user.GetMTime() == before["user"] and decoy.GetMTime() == before["decoy"]
+    assert decoy.GetName() == "T1 post heatmap gradcam++" != r.heatmaps["gradcam++"].GetName()
+    names = [scene.GetNthNode(i).GetName() for i in range(scene.GetNumberOfNodes())]
+    ours = [n for n in names if n and n.startswith("T1 post")]
+    assert len(ours) == len(set(ours))
+    sh = scene.GetSubjectHierarchyNode()
+    assert sh.GetItemParent(r.folder) == study
+    for node in (*r.native_nodes(), r.table, r.regions, r.template, r.to_mni):
+        assert sh.GetItemParent(sh.GetItemByDataNode(node)) == r.folder, node.GetName()
+
+
+def test_region_table_matches_findings(loaded):
+    _, _, _, _, _, _, r = loaded
+    table = r.table.GetTable()
+    assert table.GetNumberOfRows() == len(r.findings["regions"]) > 0
+    for i, region in enumerate(r.findings["regions"]):
+        assert table.GetValue(i, 0).ToString() == region["name"]
+        assert table.GetValue(i, 2).ToDouble() == pytest.approx(region["percent_of_lesion"])
+
+
+def test_a_folder_without_findings_is_refused_and_scene_untouched(tmp_path):
+    scene, _ = scene_mod.headless_scene()
+    n = scene.GetNumberOfNodes()
+    with pytest.raises(Exception, match="no findings.json"):
+        scene_mod.load_results(scene, tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "findings.json").write_text(json.dumps({"explanations": [{"method": "gradcam"}], "regions": []}))
+    with pytest.raises(Exception, match="cannot read"):
+        scene_mod.load_results(scene, broken)
+    assert scene.GetNumberOfNodes() == n
