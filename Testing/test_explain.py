@@ -23,14 +23,7 @@ def tumour_slices(data_dir, model):
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-GRADCAM_SHORTFALL = (
-    "default model: plain Grad-CAM at encoder.layer3 is not concentrated on the tumour on these slices (mean map "
-    "0.07 inside vs 0.12 outside); Grad-CAM++ and Score-CAM are. Explanation quality issue"
-)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=GRADCAM_SHORTFALL))
-                                  if n == "gradcam" else n for n in METHODS])
+@pytest.mark.parametrize("name", METHODS)
 def test_cam_maps_are_normalised_and_point_at_tumour(model, tumour_slices, name):
     images, masks = tumour_slices
     probs, _ = predict_slices(model, images)

@@ -28,3 +28,34 @@ def test_nothing_generic_is_importable_from_module_paths():
     for folder in (MODULE, MODULE / "Logic"):
         tops = {p.stem for p in folder.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
         assert tops <= {"BrainXAI", "brainxai"}, tops
+
+
+def test_every_widget_the_module_uses_is_in_the_ui_file():
+    import xml.etree.ElementTree as ET
+
+    code = (MODULE / "BrainXAI.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    declared = {w.get("name") for w in ET.parse(MODULE / "Resources" / "UI" / "BrainXAI.ui").iter("widget")}
+    assert used and used <= declared, used - declared
+
+
+def test_icon_is_128_square_png():
+    from PIL import Image
+
+    with Image.open(MODULE / "Resources" / "Icons" / "BrainXAI.png") as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)
+
+
+def test_catalog_entry_follows_the_extensions_index_schema_v1_0_1():
+    import json
+
+    entry = json.loads((MODULE.parent / "BrainXAI.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "build_subdirectory", "enabled", "tier"}  # the schema's properties; it forbids any other
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert entry["category"] == "Neuroimaging" and entry["tier"] in (1, 3, 5)
+    assert entry.get("scm_type", "git") in ("git", "local") and "PyTorch" in entry["build_dependencies"]
+    top = (MODULE.parent / "CMakeLists.txt").read_text()
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in top and 'set(EXTENSION_CATEGORY "Neuroimaging")' in top
+    assert (MODULE.parent / "LICENSE").is_file()

@@ -180,3 +180,74 @@ def test_a_folder_without_findings_is_refused_and_scene_untouched(tmp_path):
     with pytest.raises(Exception, match="cannot read"):
         scene_mod.load_results(scene, broken)
     assert scene.GetNumberOfNodes() == n
+
+
+def test_slice_views_render_the_overlays_offscreen(loaded, tmp_path):
+    """Slicer's slice logic + displayable managers, rendered through VTK's EGL window: the heat overlay and the
+    label layer show up around the lesion, and not without them."""
+    from brainxai import slice_views
+
+    scene, app, _, _, _, _, r = loaded
+    centre = slice_views.lesion_centre_ras(r)
+    assert centre is not None
+    rgb = slice_views.render(scene, app, r, "gradcam++", tmp_path / "views.png", size=200)
+    assert rgb.shape == (200, 600, 3) and (tmp_path / "views.png").stat().st_size > 1000
+    heat = (rgb[..., 0] > 150) & (rgb[..., 2] < 80) & (rgb[..., 0] > rgb[..., 2] + 80)  # red-yellow, not grey
+    assert all(heat[:, i * 200:(i + 1) * 200].sum() > 50 for i in range(3)), [heat[:, i * 200:(i + 1) * 200].sum()
+                                                                               for i in range(3)]
+    plain = slice_views.render(scene, app, r, "gradcam++", tmp_path / "plain.png", size=200, opacity=0,
+                               label_opacity=0)
+    plain_heat = (plain[..., 0] > 150) & (plain[..., 2] < 80) & (plain[..., 0] > plain[..., 2] + 80)
+    assert plain_heat.sum() < heat.sum() / 20, (plain_heat.sum(), heat.sum())
+    assert (plain.sum(-1) > 30).sum() > 0.1 * plain[..., 0].size  # the anatomy is still drawn
+
+
+def test_rethreshold_reproduces_the_pipeline_and_moves_with_the_percentile(loaded, oblique_case):
+    _, _, _, _, _, _, r = loaded
+    _, out, _ = oblique_case
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    def voxels():
+        return vtk_to_numpy(r.masks["gradcam++"].GetImageData().GetPointData().GetScalars()).copy()
+
+    saved = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mask_gradcam++.nii.gz"))).ravel()
+    np.testing.assert_array_equal(voxels(), saved)
+    stricter = scene_mod.rethreshold(r, "gradcam++", 97)
+    assert 0 < stricter["mask_voxels"] == voxels().sum() < saved.sum()
+    back = scene_mod.rethreshold(r, "gradcam++", 90)  # exactly the pipeline's mask again
+    np.testing.assert_array_equal(voxels(), saved)
+    assert back["mask_voxels"] == saved.sum()
+
+
+def test_shipped_terminology_table_loads_as_a_slicer_colour_table():
+    """The Harvard-Oxford colour/terminology CSV is in Slicer's own format: its colour logic reads it."""
+    from importlib import resources
+
+    scene, app = scene_mod.headless_scene()
+    path = resources.files("brainxai") / "data" / scene_mod.TERMINOLOGY_CSV
+    node = app.GetColorLogic().LoadColorFile(str(path), "Harvard-Oxford")
+    assert node is not None and node.GetContainsTerminology()
+    assert node.GetColorName(1) == "Left_Frontal_Pole" and node.GetColorName(113) == "Right_Accumbens"
+    thalamus = node.GetTerminologyAsString(node.GetColorIndexByName("Left_Thalamus"))
+    assert "SCT^119406000^Thalamus" in thalamus and "SCT^7771000^Left" in thalamus
+
+
+def test_scene_saved_as_mrb_reloads_with_geometry_segments_and_terminology(loaded, tmp_path):
+    import zipfile
+
+    scene, _, user, _, _, _, r = loaded
+    assert scene.WriteToMRB(str(tmp_path / "brainxai.mrb"))
+    with zipfile.ZipFile(tmp_path / "brainxai.mrb") as z:
+        z.extractall(tmp_path / "x")
+    mrml = next((tmp_path / "x").rglob("*.mrml"))
+    fresh, _ = scene_mod.headless_scene()
+    fresh.SetURL(str(mrml))
+    assert fresh.Import()
+    heat = fresh.GetFirstNodeByName(r.heatmaps["gradcam++"].GetName())
+    np.testing.assert_allclose(ijk_to_ras(heat), ijk_to_ras(r.heatmaps["gradcam++"]), atol=1e-4)
+    regions = fresh.GetFirstNodeByName(r.regions.GetName()).GetSegmentation()
+    original = r.regions.GetSegmentation()
+    assert regions.GetNumberOfSegments() == original.GetNumberOfSegments() > 0
+    for i in range(original.GetNumberOfSegments()):
+        a, b = original.GetNthSegment(i), regions.GetSegment(original.GetNthSegmentID(i))
+        assert (b.GetName(), b.GetTerminology()) == (a.GetName(), a.GetTerminology())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import BrainXAIError
@@ -19,6 +21,11 @@ def _explain(args) -> int:
     bars = []  # created on the first report, so an input error stays a single line
 
     def progress(stage: str, fraction: float):
+        if args.progress == "json":  # for a parent process (the Slicer module): one JSON line per report
+            from .process import progress_line
+
+            print(progress_line(stage, fraction), flush=True)
+            return
         if not bars:
             bars.append(tqdm(total=100, unit="%", bar_format="{desc:<12} {bar} {n:.0f}% [{elapsed}<{remaining}]"))
         bars[0].set_description_str(stage)
@@ -65,7 +72,8 @@ def _evaluate(args) -> int:
         raise BrainXAIError(f"{out} exists: choose another --out or pass --overwrite")
     options = EvalOptions(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), split=args.split,
                           threshold_percentile=args.threshold, scorecam_slices=args.scorecam_slices,
-                          perturbation_slices=args.perturbation_slices, max_cam_slices=args.max_cam_slices)
+                          perturbation_slices=args.perturbation_slices, max_cam_slices=args.max_cam_slices,
+                          style_slices=args.style_slices)
     bars: dict = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -92,10 +100,12 @@ def _compare(args) -> int:
     from .backbones import compare, write
 
     names = [b.strip() for b in args.backbones.split(",")] if args.backbones else None
-    rows = compare(args.data, args.work, names, epochs=args.epochs, size=args.size, cache=args.cache)
     command = f"brainxai compare-backbones --epochs {args.epochs} --size {args.size}" + (
         f" --backbones {args.backbones}" if args.backbones else "")
-    write(rows, args.out, args.epochs, args.size, command)
+    rows = []
+    for row in compare(args.data, args.work, names, epochs=args.epochs, size=args.size, cache=args.cache):
+        rows.append(row)
+        write(rows, args.out, args.epochs, args.size, command)
     print(Path(args.out).read_text())
     return 0
 
@@ -119,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold", type=float, default=90.0, help="heatmap percentile (in-brain) for the masks")
     e.add_argument("--model", type=Path, help="weights file (default: the packaged model)")
     e.add_argument("--max-cam-slices", type=int, help="explain at most this many slices (those with most tumour)")
+    e.add_argument("--progress", choices=("bar", "json"), default="bar",
+                   help="'json': machine-readable progress lines on stdout (for a parent process)")
     e.set_defaults(func=_explain)
 
     v = sub.add_parser("evaluate", help="diagnostic, segmentation and explanation metrics on a labelled folder")
@@ -134,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scorecam-slices", type=int, default=24, help="Score-CAM on a random subset of this many slices")
     v.add_argument("--perturbation-slices", type=int, default=200, help="deletion/insertion on this many slices")
     v.add_argument("--max-cam-slices", type=int, help="Grad-CAM(++) on at most this many slices (default: all)")
+    v.add_argument("--style-slices", type=int, default=500, help="shortcut check on a random subset of this many")
     v.add_argument("--healthy-volume", type=Path, action="append",
                    help="a tumour-free 3D head (repeatable): share of its brain slices called no_tumor")
     v.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
@@ -168,8 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):  # a parent's cancel (SIGTERM) unwinds like Ctrl-C: temporary output is removed
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return args.func(args)
     except BrainXAIError as exc:
@@ -178,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("brainxai: cancelled; nothing was written", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -178,7 +178,9 @@ def analyse(
     explained = np.zeros(len(arr), bool)
     explained[evidence] = True
     region = brain & explained[:, None, None]
-    images_oriented: dict[str, np.ndarray] = {"tumor_segmentation": seg_mask.astype(np.uint8)}
+    # The region the heatmaps are thresholded in (brain x explained slices): lets a viewer re-threshold exactly.
+    images_oriented: dict[str, np.ndarray] = {"tumor_segmentation": seg_mask.astype(np.uint8),
+                                              "analysis_region": region.astype(np.uint8)}
     explanations = []
     for method in methods:
         heat = np.clip(preprocess.from_model(heat_model[method.name], frame), 0, 1) * brain
@@ -205,7 +207,7 @@ def analyse(
     if reg is not None:
         mni_images = {
             name: register.to_mni(img, reg, "nearest" if img.GetPixelID() == sitk.sitkUInt8 else "linear")
-            for name, img in images.items()
+            for name, img in images.items() if name != "analysis_region"
         }
         lesion_mni = mni_images["tumor_segmentation"]
         first_heat = mni_images[f"heatmap_{methods[0].name}"] if methods else None

@@ -55,6 +55,7 @@ def headless_scene():
     app.SetSliceLogics(vtk.vtkCollection())
     app.SetViewLogics(vtk.vtkCollection())
     slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    scene.AddNewNodeByClass("vtkMRMLInteractionNode", "Interaction")  # a singleton in Slicer; views expect it
     logics = []
     for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic), ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
                       ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic)):
@@ -80,6 +81,7 @@ class SceneResult:
     template: object | None = None  # vtkMRMLScalarVolumeNode, the MNI152 template
     regions: object | None = None  # vtkMRMLSegmentationNode, touched Harvard-Oxford regions (MNI grid)
     input_node: object | None = None
+    out_dir: Path | None = None
     space: str = "native"
     _input_parent: str | None = field(default=None, repr=False)
 
@@ -262,7 +264,7 @@ def load_results(scene, out_dir: str | Path, input_node=None, name: str | None =
         _show_label(scene, seg, colors)
         table = _region_table(scene, findings, f"{base} regions")
         created.append(table)
-        result = SceneResult(0, heatmaps, masks, seg, table, findings, input_node=input_node)
+        result = SceneResult(0, heatmaps, masks, seg, table, findings, input_node=input_node, out_dir=out)
         if (out / "transform_to_mni.tfm").is_file():
             result.to_mni, result.from_mni = _linear_transforms(scene, out / "transform_to_mni.tfm", base)
             created += [result.to_mni, result.from_mni]
@@ -333,3 +335,29 @@ def show_in_slice_views(scene, result: SceneResult, method: str, opacity: float 
         c.SetForegroundVolumeID(result.heatmaps[method].GetID())
         c.SetForegroundOpacity(opacity)
         c.SetLabelVolumeID(result.masks[method].GetID())
+
+
+def rethreshold(result: SceneResult, method: str, percentile: float) -> dict:
+    """Re-threshold a method's heatmap at another percentile without re-running the model: the pipeline's own
+    thresholding on its saved heatmap and analysis region, written into BrainXAI's mask node in place."""
+    import numpy as np
+    import SimpleITK as sitk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    from . import threshold
+
+    if method not in result.masks:
+        raise BrainXAIError(f"no mask for '{method}' in this result: choose one of {', '.join(result.masks)}")
+    heat_image = sitk.ReadImage(str(result.out_dir / f"heatmap_{method}.nii.gz"), sitk.sitkFloat32)
+    region = sitk.GetArrayFromImage(sitk.ReadImage(str(result.out_dir / "analysis_region.nii.gz"))) > 0
+    mask, value = threshold.threshold_heatmap(sitk.GetArrayFromImage(heat_image), region, heat_image.GetSpacing(),
+                                              percentile)
+    node = result.masks[method]
+    scalars = node.GetImageData().GetPointData().GetScalars()
+    voxels = vtk_to_numpy(scalars)
+    voxels[:] = mask.ravel().astype(voxels.dtype)  # same (k, j, i) order: the node was read from the same grid
+    scalars.Modified()
+    node.GetImageData().Modified()
+    node.Modified()
+    node.SetAttribute("BrainXAI.ThresholdPercentile", f"{percentile:g}")
+    return {"threshold_percentile": percentile, "threshold_value": value, "mask_voxels": int(mask.sum())}

@@ -288,6 +288,7 @@ def render_model_card(card: dict) -> str:
     rows = "\n".join(f"| {h['epoch']} | {h['train_loss']:.3f} | {h['accuracy']:.3f} | {h['tumour_dice_mean']:.3f} |"
                      for h in card["history"])
     cm = "\n".join(f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(card["classes"], v["confusion_matrix"]))
+    evaluation = render_evaluation(card["evaluation"]) if card.get("evaluation") else ""
     return f"""# Model card: {card['name']} {card['version']}
 
 Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} epochs, {t['minutes']} min on a 2-core CPU).
@@ -323,10 +324,38 @@ Confusion matrix (rows: truth, columns: prediction, order {', '.join(card['class
 ## Known limitations
 
 - No-tumour examples come from Br35H, which mixes sequences (T1, T2, FLAIR); the model may partly learn sequence
-  style as a cue for "no tumour". Intensity/gamma/blur augmentation reduces but does not remove this.
+  style as a cue for "no tumour". Intensity/gamma/blur augmentation reduces this; `brainxai evaluate` measures it
+  (style changes on tumour slices, and a healthy IXI volume).
 - Trained on 2D slices in mixed planes; volumes are read slice-wise in the axial plane.
 - Training slices show the skull; skull-stripped scans are imitated by random brain masking (augmentation),
   not seen for real. 3D behaviour on real volumes is measured separately (README, `Testing/test_pipeline.py`).
-- Glioma is the weakest class for segmentation (diffuse, heterogeneous tumours; see the per-class figures from
-  `brainxai evaluate`).
+- When the class maps are supervised by the tumour masks (see Training), the agreement of CAMs with the tumour is
+  partly by design: it shows that the class score is drawn from the lesion, not that an unsupervised classifier
+  discovered the lesion by itself.
+{evaluation}"""
+
+
+def render_evaluation(e: dict) -> str:
+    """The card's section for a `brainxai evaluate --split val` run (CAMs, shortcut guard, healthy volume)."""
+    rows = "\n".join(f"| {c['title']} | {c['n']} | {c['dice']:.3f} | {c['pointing_game']:.3f} | "
+                     f"{c['deletion_auc'] if c['deletion_auc'] is None else round(c['deletion_auc'], 3)} | "
+                     f"{c['insertion_auc'] if c['insertion_auc'] is None else round(c['insertion_auc'], 3)} |"
+                     for c in e["cam"].values())
+    b = e["cam_random_baseline"]
+    style = ", ".join(f"{k} {v:.3f}" for k, v in e["shortcut_check"]["tumour_slices_called_no_tumor"].items())
+    healthy = "".join(f"\n- Healthy volume {h['volume']}: {h['no_tumor_rate']:.2f} of {h['brain_slices']} brain slices "
+                      f"called no_tumor; volume call {h['diagnosis']}, segmented lesion {h['lesion_ml']} mL."
+                      for h in e.get("healthy_volumes", []))
+    return f"""
+## Explanations and shortcut guard (`{e['command']}`)
+
+CAMs for the true class on the validation tumour slices, 90th-percentile masks, pointing game tolerance 15 px
+(original image); deletion/insertion AUC of the class probability on {b['n_perturbation']} slices (random smooth
+maps: deletion {b['deletion_auc']:.3f}, insertion {b['insertion_auc']:.3f}).
+
+| method | slices | Dice | pointing game | deletion AUC | insertion AUC |
+|---|---|---|---|---|---|
+{rows}
+
+- Tumour slices called no_tumor when only the intensity style changes: {style} ({e['shortcut_check']['n']} slices).{healthy}
 """

@@ -1,0 +1,46 @@
+"""The background run the Slicer module uses: a real child process, progress lines, cancel of the process tree."""
+
+import time
+
+import pytest
+
+from brainxai.errors import BrainXAIError
+from brainxai.process import BackgroundExplain
+
+
+def test_background_run_reports_progress_and_writes_the_folder(tmp_path):
+    job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2).start()
+    seen = []
+    while job.running:
+        p = job.poll()
+        if not seen or seen[-1] != (p.stage, p.fraction):
+            seen.append((p.stage, p.fraction))
+        time.sleep(0.05)
+    assert job.wait() == 0
+    stages = [s for s, _ in seen]
+    assert {"register", "model", "explain", "atlas"} <= set(stages), stages
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and job.last.fraction == pytest.approx(1.0)
+    assert (tmp_path / "out" / "findings.json").is_file()
+
+
+def test_cancel_kills_the_child_and_leaves_nothing(brats_path, tmp_path):
+    job = BackgroundExplain(brats_path, tmp_path / "out", methods=("scorecam",)).start()
+    deadline = time.time() + 120
+    while job.running and job.poll().stage not in ("model", "explain") and time.time() < deadline:
+        time.sleep(0.1)
+    assert job.running, job.error()
+    t0 = time.time()
+    job.cancel()
+    assert not job.running and time.time() - t0 < 15
+    with pytest.raises(BrainXAIError, match="cancelled"):
+        job.wait()
+    assert list(tmp_path.iterdir()) == []  # no output folder, no temporary sibling
+
+
+def test_bad_input_comes_back_as_one_line(tmp_path):
+    job = BackgroundExplain(tmp_path / "missing.nii.gz", tmp_path / "out").start()
+    with pytest.raises(BrainXAIError, match="missing.nii.gz") as info:
+        job.wait(120)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
