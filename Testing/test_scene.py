@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainxai import pipeline
+from brainxai import atlas, pipeline
 from brainxai.load import read_input
 from test_preprocess import oblique_copy
 
@@ -103,7 +103,7 @@ def test_atlas_segments_carry_names_colours_and_terminology(loaded):
 
     rows = {r_["Name"]: r_ for r_ in csv.DictReader(
         (resources.files("brainxai") / "data" / scene_mod.TERMINOLOGY_CSV).read_text().splitlines())}
-    by_display = {name.replace("_", " ").replace("Ventrical", "Ventricle"): row for name, row in rows.items()}
+    by_display = {atlas.display_name(name): row for name, row in rows.items()}
     segmentation = r.regions.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
     assert sorted(names) == sorted(x["name"] for x in r.findings["regions"])
@@ -195,6 +195,7 @@ def test_slice_views_render_the_overlays_offscreen(loaded, tmp_path):
     heat = (rgb[..., 0] > 150) & (rgb[..., 2] < 80) & (rgb[..., 0] > rgb[..., 2] + 80)  # red-yellow, not grey
     assert all(heat[:, i * 200:(i + 1) * 200].sum() > 50 for i in range(3)), [heat[:, i * 200:(i + 1) * 200].sum()
                                                                                for i in range(3)]
+    r.regions.GetDisplayNode().SetVisibility(False)  # atlas outlines have warm colours too
     plain = slice_views.render(scene, app, r, "gradcam++", tmp_path / "plain.png", size=200, opacity=0,
                                label_opacity=0)
     plain_heat = (plain[..., 0] > 150) & (plain[..., 2] < 80) & (plain[..., 0] > plain[..., 2] + 80)

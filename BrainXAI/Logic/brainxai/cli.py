@@ -96,6 +96,18 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _views(args) -> int:
+    from . import scene, slice_views
+
+    mrml, app = scene.headless_scene()
+    volume = scene.read_volume(mrml, args.input, args.input.name.split(".")[0]) if args.input else None
+    result = scene.load_results(mrml, args.folder, volume)
+    method = args.method or next(iter(result.heatmaps))
+    slice_views.render(mrml, app, result, method, args.png, size=args.size)
+    print(f"wrote {args.png}")
+    return 0
+
+
 def _compare(args) -> int:
     from .backbones import compare, write
 
@@ -151,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a tumour-free 3D head (repeatable): share of its brain slices called no_tumor")
     v.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
     v.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("views", help="render axial/sagittal/coronal slice views of an explain folder (slicer-core)")
+    s.add_argument("folder", type=Path, help="a folder written by 'brainxai explain'")
+    s.add_argument("--png", type=Path, required=True, help="PNG to write (never overwritten)")
+    s.add_argument("--input", type=Path, help="the scan the folder was computed from (background of the views)")
+    s.add_argument("--method", help="which heatmap to overlay (default: the first in the folder)")
+    s.add_argument("--size", type=int, default=360, help="pixels per view")
+    s.set_defaults(func=_views)
 
     c = sub.add_parser("compare-backbones", help="equal-budget training + evaluation of the paper's backbones")
     c.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with figshare/ and br35h_no_tumor/")

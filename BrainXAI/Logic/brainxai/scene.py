@@ -111,6 +111,13 @@ def _read(scene, cls: str, path: Path, name: str, role: str):
     return node
 
 
+def read_volume(scene, path: str | Path, name: str):
+    """A scan read the way Slicer's 'Add data' reads it (storage node), e.g. as the input for load_results."""
+    node = _read(scene, "vtkMRMLScalarVolumeNode", Path(path), name, "input")
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
 def _label_colors(scene, name: str, label_name: str, rgb) -> object:
     table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", _unique(scene, name))
     table.SetTypeToUser()
@@ -167,6 +174,9 @@ def _region_segments(scene, labelmap, reference, name: str):
         segment.SetTerminology(slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
             "BrainXAI Harvard-Oxford", *_code(row, "Category"), *_code(row, "Type"), *_code(row, "TypeModifier"),
             "", *_code(row, "Region"), *_code(row, "RegionModifier")))
+    display = seg.GetDisplayNode()
+    display.SetOpacity2DFill(0.15)  # outlines with a light fill: the anatomy and the heatmap stay visible
+    display.SetOpacity2DOutline(0.9)
     seg.SetAttribute(ROLE, "atlas regions")
     return seg
 
