@@ -252,3 +252,21 @@ def test_scene_saved_as_mrb_reloads_with_geometry_segments_and_terminology(loade
     for i in range(original.GetNumberOfSegments()):
         a, b = original.GetNthSegment(i), regions.GetSegment(original.GetNthSegmentID(i))
         assert (b.GetName(), b.GetTerminology()) == (a.GetName(), a.GetTerminology())
+
+
+def test_outputs_follow_a_transform_the_user_put_on_the_input(oblique_case):
+    path, out, _ = oblique_case
+    scene, _ = scene_mod.headless_scene()
+    user = read_user_volume(scene, path, "T1 moved")
+    shift = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "user shift")
+    m = vtk.vtkMatrix4x4()
+    m.SetElement(0, 3, 25.0)
+    shift.SetMatrixTransformToParent(m)
+    user.SetAndObserveTransformNodeID(shift.GetID())
+    r = scene_mod.load_results(scene, out, user)
+    assert all(n.GetTransformNodeID() == shift.GetID() for n in r.native_nodes())
+    assert r.from_mni.GetTransformNodeID() == shift.GetID()  # atlas regions reach the moved input too
+    scene_mod.set_space(r, "mni")
+    scene_mod.set_space(r, "native")
+    assert user.GetTransformNodeID() == shift.GetID()
+    assert all(n.GetTransformNodeID() == shift.GetID() for n in r.native_nodes())

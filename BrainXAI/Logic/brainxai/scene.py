@@ -291,6 +291,11 @@ def load_results(scene, out_dir: str | Path, input_node=None, name: str | None =
                 created.remove(labels)
             for node in result.mni_nodes():  # shown over the input until the user switches to MNI space
                 node.SetAndObserveTransformNodeID(result.from_mni.GetID())
+        # The pipeline saw the input's own grid: if the user had placed the input under a transform, the outputs
+        # (and the MNI nodes, through from_mni) follow it so that they stay on the input in world space.
+        result._input_parent = input_node.GetTransformNodeID() if input_node is not None else None
+        for node in [*result.native_nodes(), *([result.from_mni] if result.from_mni is not None else [])]:
+            node.SetAndObserveTransformNodeID(result._input_parent)
         result.folder = _folder(scene, input_node, f"BrainXAI {base}")
         for node in created:
             if node.IsA("vtkMRMLColorTableNode") or node.GetScene() is None:
@@ -316,18 +321,14 @@ def set_space(result: SceneResult, space: str) -> None:
     native = result.native_nodes()
     if result.input_node is not None:
         native.append(result.input_node)
-    if space == "mni":
-        if result.input_node is not None:
-            result._input_parent = result.input_node.GetTransformNodeID()
+    if space == "mni":  # the registration maps the input's own grid (without any user transform) to MNI
         for node in native:
             node.SetAndObserveTransformNodeID(result.to_mni.GetID())
         for node in result.mni_nodes():
             node.SetAndObserveTransformNodeID(None)
     else:
         for node in native:
-            node.SetAndObserveTransformNodeID(None)
-        if result.input_node is not None:
-            result.input_node.SetAndObserveTransformNodeID(result._input_parent)
+            node.SetAndObserveTransformNodeID(result._input_parent)
         for node in result.mni_nodes():
             node.SetAndObserveTransformNodeID(result.from_mni.GetID())
     result.space = space
