@@ -20,21 +20,23 @@ SLICE_MANAGERS = ("vtkMRMLSegmentationsDisplayableManager2D", "vtkMRMLRulerDispl
 
 
 def lesion_centre_ras(result: SceneResult) -> tuple[float, float, float] | None:
-    """Centre of the segmented tumour (or, without one, of the first explanation mask) in RAS, for 'jump to
-    lesion'. None when both are empty."""
-    from vtk.util.numpy_support import vtk_to_numpy
+    """World (RAS) centre of the segmented tumour (or, without one, of the first explanation mask), through
+    whatever transform the node currently sits under (user's, or MNI), for 'jump to lesion'. None if empty."""
+    import slicer
     import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
 
     for node in (result.segmentation, *result.masks.values()):
         image = node.GetImageData()
         voxels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1])
         kji = np.argwhere(voxels > 0)
         if len(kji):
-            m = vtk.vtkMatrix4x4()
-            node.GetIJKToRASMatrix(m)
-            ijk1 = np.r_[kji.mean(0)[::-1], 1.0]
-            ras = [sum(m.GetElement(r, c) * ijk1[c] for c in range(4)) for r in range(3)]
-            return tuple(float(v) for v in ras)
+            ijk_to_ras = vtk.vtkMatrix4x4()
+            node.GetIJKToRASMatrix(ijk_to_ras)
+            local = ijk_to_ras.MultiplyPoint((*kji.mean(0)[::-1], 1.0))[:3]
+            to_world = vtk.vtkGeneralTransform()
+            slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(node.GetParentTransformNode(), None, to_world)
+            return tuple(float(v) for v in to_world.TransformPoint(local))
     return None
 
 
@@ -44,18 +46,8 @@ def jump_to_lesion(scene, result: SceneResult) -> tuple[float, float, float] | N
 
     centre = lesion_centre_ras(result)
     if centre is not None:
-        if result.space == "mni" and result.to_mni is not None:
-            centre = _transform_point(result.to_mni, centre)
         slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *centre, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
     return centre
-
-
-def _transform_point(transform_node, point):
-    import vtk
-
-    m = vtk.vtkMatrix4x4()
-    transform_node.GetMatrixTransformToParent(m)
-    return tuple(m.MultiplyPoint((*point, 1.0))[:3])
 
 
 def render(scene, app, result: SceneResult, method: str, path: str | Path, size: int = 360,
