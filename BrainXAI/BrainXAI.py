@@ -106,6 +106,7 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.job = None
+        self.inputNode = None
 
     @staticmethod
     def pythonExecutable():
@@ -129,14 +130,16 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         if not storage.WriteData(volumeNode):
             raise RuntimeError(f"could not write the input volume to {inputPath}")
         self.outDir = outDir or os.path.join(work, "results")
+        self.inputNode = volumeNode  # finish() reads results against the node the job was started on
         self.job = BackgroundExplain(inputPath, self.outDir, methods=tuple(methods), threshold=threshold,
                                      max_cam_slices=maxCamSlices, python=self.pythonExecutable()).start()
         return self.job
 
-    def finish(self, volumeNode, method):
+    def finish(self, method, volumeNode=None):
         """After the job ended: read the results into the scene and show the method's heatmap."""
         from brainxai import scene
 
+        volumeNode = volumeNode or self.inputNode
         self.job.wait()
         result = scene.load_results(slicer.mrmlScene, self.outDir, volumeNode)
         scene.show_in_slice_views(slicer.mrmlScene, result, method)
@@ -149,7 +152,7 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         while job.running:  # keep the GUI alive while the child works
             slicer.app.processEvents()
             time.sleep(0.2)
-        return self.finish(volumeNode, method)
+        return self.finish(method, volumeNode)
 
     def rethreshold(self, result, method, percentile):
         from brainxai import scene
@@ -232,10 +235,13 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.stop()
         self.ui.progressBar.setVisible(False)
         try:
-            self.result = self.logic.finish(self.ui.inputSelector.currentNode(), self.method())
+            self.result = self.logic.finish(self.method())
             self.showResult()
         except Exception as exc:  # noqa: BLE001 - the child's one-line error, or cancelled
-            slicer.util.errorDisplay(str(exc))
+            if "cancelled" in str(exc):
+                slicer.util.showStatusMessage("BrainXAI: cancelled", 5000)
+            else:
+                slicer.util.errorDisplay(str(exc))
         self.updateButtons()
 
     def showResult(self):
@@ -243,7 +249,7 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         d = f["diagnosis"]
         self.ui.diagnosisLabel.text = (f"{d['label']} (calibrated p = {d['probabilities'][d['label']]:.2f}); "
                                        f"lesion {f['lesion']['volume_ml']} mL")
-        with open(os.path.join(self.logic.outDir, "report.html"), encoding="utf-8") as html:
+        with open(os.path.join(self.result.out_dir, "report.html"), encoding="utf-8") as html:
             self.ui.reportBrowser.setHtml(html.read())
         self.ui.regionTableView.setMRMLTableNode(self.result.table)
         self.ui.mniCheckBox.checked = False
@@ -276,11 +282,11 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = qt.QFileDialog.getExistingDirectory(self.parent, "Export BrainXAI results to")
         if not folder:
             return
-        target = os.path.join(folder, "BrainXAI-" + self.ui.inputSelector.currentNode().GetName())
+        target = os.path.join(folder, "BrainXAI-" + self.result.input_node.GetName())
         if os.path.exists(target):
             slicer.util.errorDisplay(f"{target} exists: choose another folder")
             return
-        shutil.copytree(self.logic.outDir, target)
+        shutil.copytree(self.result.out_dir, target)  # this result's folder, not the latest (maybe failed) run's
         slicer.util.showStatusMessage(f"BrainXAI results exported to {target}", 5000)
 
 

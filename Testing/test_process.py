@@ -1,11 +1,12 @@
 """The background run the Slicer module uses: a real child process, progress lines, cancel of the process tree."""
 
+import os
 import time
 
 import pytest
 
 from brainxai.errors import BrainXAIError
-from brainxai.process import BackgroundExplain
+from brainxai.process import BackgroundExplain, child_env
 
 
 def test_background_run_reports_progress_and_writes_the_folder(tmp_path):
@@ -44,3 +45,22 @@ def test_bad_input_comes_back_as_one_line(tmp_path):
         job.wait(120)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_child_imports_the_package_the_parent_points_it_at(tmp_path):
+    """Inside Slicer brainxai is importable only through the module's sys.path entry: the child gets that folder
+    first on PYTHONPATH, so it imports this very package (here a linked copy wins over the installed one)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import brainxai
+
+    root = tmp_path / "Logic"
+    root.mkdir()
+    (root / "brainxai").symlink_to(Path(brainxai.__file__).parent, target_is_directory=True)
+    out = subprocess.run([sys.executable, "-c", "import brainxai; print(brainxai.__file__)"], env=child_env(root),
+                         capture_output=True, text=True, check=True, cwd=tmp_path.parent)
+    assert out.stdout.strip() == str(root / "brainxai" / "__init__.py")
+    assert BackgroundExplain(None, tmp_path / "o").env["PYTHONPATH"].split(os.pathsep)[0] == str(
+        Path(brainxai.__file__).resolve().parent.parent)

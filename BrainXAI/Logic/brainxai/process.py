@@ -32,6 +32,18 @@ class Progress:
     fraction: float
 
 
+def child_env(package_root: str | Path | None = None) -> dict[str, str]:
+    """The environment for the child: ours, with the folder holding this `brainxai` first on PYTHONPATH.
+
+    Inside Slicer the package is importable only because the module appended BrainXAI/Logic to the GUI
+    process's sys.path; a PythonSlicer child knows nothing of that and must be told, or it would fail to
+    import brainxai (or import another copy)."""
+    root = Path(package_root) if package_root else Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
 class BackgroundExplain:
     def __init__(self, input_path: str | Path | None, out_dir: str | Path, methods: tuple[str, ...] = (),
                  threshold: float | None = None, max_cam_slices: int | None = None, python: str | None = None,
@@ -48,7 +60,7 @@ class BackgroundExplain:
         if model is not None:
             cmd += ["--model", str(model)]
         self.command = cmd
-        self.env = env
+        self.env = env if env is not None else child_env()
         self._proc: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
         self._stderr: list[str] = []
