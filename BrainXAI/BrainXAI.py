@@ -191,9 +191,22 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer = qt.QTimer()
         self.timer.setInterval(250)
         self.timer.connect("timeout()", self.onPoll)
+        # A closed scene deletes the result's nodes: stop the job and forget them.
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneClose)
+        self.updateButtons()
+
+    def onSceneClose(self, *_):
+        if self.logic and self.logic.job and self.logic.job.running:
+            self.logic.job.cancel()
+        if self.timer:
+            self.timer.stop()
+        self.result = None
+        self.ui.progressBar.setVisible(False)
         self.updateButtons()
 
     def cleanup(self):
+        if self.timer:
+            self.timer.stop()
         if self.logic and self.logic.job and self.logic.job.running:
             self.logic.job.cancel()
         self.removeObservers()
@@ -205,8 +218,11 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = bool(self.logic and self.logic.job and self.logic.job.running)
         self.ui.applyButton.text = "Cancel" if running else "Apply"
         self.ui.applyButton.enabled = running or self.ui.inputSelector.currentNode() is not None
-        for w in (self.ui.jumpButton, self.ui.exportButton, self.ui.mniCheckBox, self.ui.thresholdSlider):
+        for w in (self.ui.jumpButton, self.ui.exportButton, self.ui.thresholdSlider):
             w.enabled = self.result is not None and not running
+        # No MNI view when registration did not converge (e.g. a placeholder affine).
+        self.ui.mniCheckBox.enabled = self.result is not None and self.result.to_mni is not None and not running
+        self.ui.inputSelector.enabled = not running
 
     def onApply(self):
         if self.logic.job is not None and self.logic.job.running:
@@ -214,6 +230,12 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not ensureDependencies():
             return
+        if self.result is not None and self.result.space != "native":
+            # The new run must see the input in its own space, not under the previous result's MNI transform.
+            from brainxai import scene
+
+            scene.set_space(self.result, "native")
+            self.ui.mniCheckBox.checked = False
         try:
             methods = [name for _, name in METHODS if name == self.method() or self.ui.allMethodsCheckBox.checked]
             self.logic.start(self.ui.inputSelector.currentNode(), methods, self.ui.thresholdSlider.value)
@@ -307,6 +329,7 @@ class BrainXAITest(ScriptedLoadableModuleTest):
         import numpy as np
         import SampleData
 
+        self.assertTrue(ensureDependencies(), "BrainXAI's Python dependencies are missing")
         volume = SampleData.downloadSample("MRBrainTumor1")
         before = volume.GetMTime()
         logic = BrainXAILogic()
