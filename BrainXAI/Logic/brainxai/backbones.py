@@ -33,8 +33,10 @@ def compare(
         folder.mkdir(parents=True, exist_ok=True)
         weights = folder / f"{encoder}.pt"
         print(f"== {paper_name} ({encoder}): {epochs} epochs at {size} px", flush=True)
+        # The paper's data only (figshare + Br35H): the template slices are the default model's robustness
+        # addition, not part of the backbone comparison.
         card = train(data_root, weights, epochs=epochs, seed=seed, cfg=ModelConfig(encoder=encoder, input_size=size),
-                     cache=cache)
+                     cache=cache, templates=False)
         model = load_model(weights)
         options = EvalOptions(methods=("gradcam", "gradcam++"), split="val", max_cam_slices=cam_slices,
                               perturbation_slices=0, seed=seed)
