@@ -137,12 +137,19 @@ def test_transform_maps_the_input_into_mni(loaded, oblique_case):
 def test_mni_toggle_moves_everything_and_restores_the_input(loaded):
     _, _, user, _, _, _, r = loaded
     assert r.regions.GetTransformNodeID() == r.from_mni.GetID()  # native: atlas shown over the input
+    scene = r.template.GetScene()
+    view, other = (scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(2))
+    scene_mod.show_in_slice_views(scene, r, next(iter(r.heatmaps)))
+    other.SetBackgroundVolumeID(r.heatmaps[next(iter(r.heatmaps))].GetID())  # a view the user set otherwise
     scene_mod.set_space(r, "mni")
+    assert view.GetBackgroundVolumeID() == r.template.GetID()  # everything over the MNI152 template
+    assert other.GetBackgroundVolumeID() == r.heatmaps[next(iter(r.heatmaps))].GetID()
     assert user.GetTransformNodeID() == r.to_mni.GetID()
     assert all(n.GetTransformNodeID() == r.to_mni.GetID() for n in r.native_nodes())
     assert r.regions.GetTransformNodeID() is None and r.template.GetTransformNodeID() is None
     scene_mod.set_space(r, "native")
     assert user.GetTransformNodeID() is None and all(n.GetTransformNodeID() is None for n in r.native_nodes())
+    assert view.GetBackgroundVolumeID() == user.GetID()
     with pytest.raises(Exception, match="unknown space"):
         scene_mod.set_space(r, "talairach")
 

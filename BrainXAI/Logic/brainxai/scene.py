@@ -332,6 +332,21 @@ def set_space(result: SceneResult, space: str) -> None:
         for node in result.mni_nodes():
             node.SetAndObserveTransformNodeID(result.from_mni.GetID())
     result.space = space
+    _swap_background(result)
+
+
+def _swap_background(result: SceneResult) -> None:
+    """In MNI space the slice views show the MNI152 template behind the overlays, in native space the input;
+    only views whose background is one of the two are switched (a view the user set otherwise is left alone)."""
+    if result.template is None or result.template.GetScene() is None:
+        return
+    ours = {result.template.GetID()} | ({result.input_node.GetID()} if result.input_node is not None else set())
+    wanted = result.template if result.space == "mni" or result.input_node is None else result.input_node
+    composites = result.template.GetScene().GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for i in range(composites.GetNumberOfItems()):
+        c = composites.GetItemAsObject(i)
+        if c.GetBackgroundVolumeID() in ours:
+            c.SetBackgroundVolumeID(wanted.GetID())
 
 
 def show_in_slice_views(scene, result: SceneResult, method: str, opacity: float = 0.5) -> None:
