@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from brainxai import atlas, pipeline
+from brainxai.errors import BrainXAIError
 from brainxai.load import read_input
 from test_preprocess import oblique_copy
 
@@ -114,11 +115,17 @@ def test_atlas_segments_carry_names_colours_and_terminology(loaded):
         np.testing.assert_allclose(segment.GetColor(), [int(row[f"Color_{c}"]) / 255 for c in "RGB"], atol=1e-6)
         term = segment.GetTerminology()
         assert "SCT^123037004^Anatomical Structure" in term
-        if row["Type_CodeValue"]:
-            assert f"SCT^{row['Type_CodeValue']}^{row['Type_CodeMeaning']}" in term
+        # SNOMED CT where a concept exists, else a private DICOM coding scheme ("99..."): never an empty code,
+        # which Slicer cannot read back from a saved scene.
+        assert row["Type_CodingScheme"] in ("SCT", "99BRAINXAI") and row["Type_CodeValue"]
+        assert f"{row['Type_CodingScheme']}^{row['Type_CodeValue']}^{row['Type_CodeMeaning']}" in term
         side = segment.GetName().split()[0]
         if side in ("Left", "Right"):
             assert f"^{side}" in term
+    colours = r.regions.GetScene().GetNodesByClass("vtkMRMLColorTableNode")
+    ours = [colours.GetItemAsObject(i) for i in range(colours.GetNumberOfItems())
+            if colours.GetItemAsObject(i).GetAttribute(scene_mod.ROLE) == "atlas colours"]
+    assert len(ours) == 1 and ours[0].GetContainsTerminology()
 
 
 def test_transform_maps_the_input_into_mni(loaded, oblique_case):
@@ -219,23 +226,49 @@ def test_rethreshold_reproduces_the_pipeline_and_moves_with_the_percentile(loade
     def voxels():
         return vtk_to_numpy(r.masks["gradcam++"].GetImageData().GetPointData().GetScalars()).copy()
 
+    def mni_voxels():
+        return int(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mni" / "mask_gradcam++.nii.gz"))).sum())
+
+    original = json.loads((out / "findings.json").read_text())
     saved = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mask_gradcam++.nii.gz"))).ravel()
+    saved_mni = mni_voxels()
     np.testing.assert_array_equal(voxels(), saved)
+    before = next(e for e in original["explanations"] if e["method"] == "gradcam++")
+
     stricter = scene_mod.rethreshold(r, "gradcam++", 97)
-    assert 0 < stricter["mask_voxels"] == voxels().sum() < saved.sum()
-    back = scene_mod.rethreshold(r, "gradcam++", 90)  # exactly the pipeline's mask again
+    assert 0 < voxels().sum() < saved.sum()
+    on_disk = json.loads((out / "findings.json").read_text())
+    assert on_disk == r.findings and stricter in on_disk["explanations"]
+    assert stricter["threshold_percentile"] == 97 and stricter["mask_volume_ml"] < before["mask_volume_ml"]
+    voxel_ml = np.prod(sitk.ReadImage(str(out / "mask_gradcam++.nii.gz")).GetSpacing()) / 1000
+    assert stricter["mask_volume_ml"] == pytest.approx(voxels().sum() * voxel_ml, abs=1e-3)
+    assert 0 < mni_voxels() < saved_mni  # the MNI copy follows
+    assert "percentile 97" in (out / "report.md").read_text() and "percentile 97" in (out / "report.html").read_text()
+    assert on_disk["regions"] == original["regions"]  # regions come from the segmentation, not the CAM mask
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+    back = scene_mod.rethreshold(r, "gradcam++", 90)  # exactly the pipeline's mask and findings again
     np.testing.assert_array_equal(voxels(), saved)
-    assert back["mask_voxels"] == saved.sum()
+    assert back == before and json.loads((out / "findings.json").read_text()) == original
+    assert mni_voxels() == saved_mni
+
+
+def test_rethreshold_refuses_a_method_that_was_not_run(loaded):
+    r = loaded[-1]
+    with pytest.raises(BrainXAIError, match="no mask for 'scorecam'"):
+        scene_mod.rethreshold(r, "scorecam", 95)
+    from brainxai.rethreshold import rethreshold
+
+    with pytest.raises(BrainXAIError, match="no 'scorecam' explanation"):
+        rethreshold(r.out_dir, "scorecam", 95)
 
 
 def test_shipped_terminology_table_loads_as_a_slicer_colour_table():
-    """The Harvard-Oxford colour/terminology CSV is in Slicer's own format: its colour logic reads it."""
-    from importlib import resources
-
-    scene, app = scene_mod.headless_scene()
-    path = resources.files("brainxai") / "data" / scene_mod.TERMINOLOGY_CSV
-    node = app.GetColorLogic().LoadColorFile(str(path), "Harvard-Oxford")
-    assert node is not None and node.GetContainsTerminology()
+    """The Harvard-Oxford colour/terminology CSV is in Slicer's own format: its storage node reads it, once per
+    scene (the colour table Slicer's terminology selector offers)."""
+    scene, _ = scene_mod.headless_scene()
+    node = scene_mod.atlas_colors(scene)
+    assert node.GetContainsTerminology() and scene_mod.atlas_colors(scene) is node
     assert node.GetColorName(1) == "Left_Frontal_Pole" and node.GetColorName(113) == "Right_Accumbens"
     thalamus = node.GetTerminologyAsString(node.GetColorIndexByName("Left_Thalamus"))
     assert "SCT^119406000^Thalamus" in thalamus and "SCT^7771000^Left" in thalamus

@@ -187,13 +187,11 @@ def analyse(
         mask, _ = threshold.threshold_heatmap(heat, region, oriented.GetSpacing(), options.threshold_percentile)
         images_oriented[f"heatmap_{method.name}"] = heat.astype(np.float32)
         images_oriented[f"mask_{method.name}"] = mask.astype(np.uint8)
-        d = threshold.dice(mask, seg_mask)
         explanations.append({
             "method": method.name,
             "target_class": CLASSES[label],
             "threshold_percentile": float(options.threshold_percentile),
-            "dice_vs_segmentation": None if d is None else round(d, 4),
-            "mask_volume_ml": round(float(mask.sum() * voxel_ml), 3),
+            **threshold.mask_stats(mask, seg_mask, voxel_ml),
             "slices_explained": int(len(evidence)),
         })
     images = {
@@ -322,3 +320,4 @@ def explain(
     result = analyse(image, info, options, phantom=phantom, warnings=notes, progress=progress, cancel=cancel)
     write_outputs(result, out_dir, overwrite)
     return result
+

@@ -301,10 +301,15 @@ def to_mni(image: sitk.Image, reg: Registration, interpolator: str = "linear") -
     """
     if interpolator not in ("linear", "nearest"):
         raise ValueError(f"interpolator must be 'linear' or 'nearest', not {interpolator!r}")
+    return resample_to_mni(image, reg.transform, interpolator)
+
+
+def resample_to_mni(image: sitk.Image, transform: sitk.Transform, interpolator: str = "linear") -> sitk.Image:
+    """to_mni with a bare MNI->input transform, e.g. one read back with load_transform."""
     fixed = load_mni_template()
     if interpolator == "linear":
-        return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), fixed, reg.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.Resample(image, fixed, reg.transform, sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+        return sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.Resample(image, fixed, transform, sitk.sitkNearestNeighbor, 0, image.GetPixelID())
 
 
 BRAIN_MARGIN_MM = 10  # registration error, extra-axial tumours at the dura, the pituitary fossa below the brain
@@ -326,3 +331,8 @@ def brain_region(reference: sitk.Image, reg: Registration) -> sitk.Image:
 def save_transform(reg: Registration, path) -> None:
     """Write the MNI->input transform as an ITK .tfm file."""
     sitk.WriteTransform(reg.transform, str(path))
+
+
+def load_transform(path) -> sitk.Transform:
+    """The MNI->input transform written by save_transform."""
+    return sitk.ReadTransform(str(path))

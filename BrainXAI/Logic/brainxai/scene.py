@@ -153,6 +153,19 @@ def _code(row: dict, part: str) -> tuple[str, str, str]:
     return row[f"{part}_CodeValue"], row[f"{part}_CodingScheme"], row[f"{part}_CodeMeaning"]
 
 
+def atlas_colors(scene):
+    """The shipped Harvard-Oxford colour table with terminology, read once into the scene (Slicer 5.8+ offers a
+    colour table with terminology in the Segment Editor's terminology selector); reused by later results."""
+    nodes = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    for i in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(i)
+        if node.GetAttribute(ROLE) == "atlas colours":
+            return node
+    path = resources.files("brainxai") / "data" / TERMINOLOGY_CSV
+    node = _read(scene, "vtkMRMLColorTableNode", Path(str(path)), "Harvard-Oxford (BrainXAI)", "atlas colours")
+    return node
+
+
 def _region_segments(scene, labelmap, reference, name: str):
     """Harvard-Oxford label map -> segmentation node, one segment per region with the atlas name, colour and
     SNOMED CT terminology from the shipped table (set per segment: the label-map import ignores it)."""
@@ -160,6 +173,8 @@ def _region_segments(scene, labelmap, reference, name: str):
     seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", _unique(scene, name))
     seg.CreateDefaultDisplayNodes()
     seg.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    labelmap.CreateDefaultDisplayNodes()
+    labelmap.GetDisplayNode().SetAndObserveColorNodeID(atlas_colors(scene).GetID())
     if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, seg):
         raise BrainXAIError("cannot convert the atlas regions into segments")
     rows = _terminology_rows()
@@ -364,20 +379,16 @@ def show_in_slice_views(scene, result: SceneResult, method: str, opacity: float 
 
 
 def rethreshold(result: SceneResult, method: str, percentile: float) -> dict:
-    """Re-threshold a method's heatmap at another percentile without re-running the model: the pipeline's own
-    thresholding on its saved heatmap and analysis region, written into BrainXAI's mask node in place."""
-    import numpy as np
-    import SimpleITK as sitk
+    """Re-threshold a method's heatmap at another percentile without re-running the model (see
+    brainxai.rethreshold: the result's folder is updated), then refresh BrainXAI's mask node in place and the
+    result's findings. Returns the method's updated explanation entry."""
     from vtk.util.numpy_support import vtk_to_numpy
 
-    from . import threshold
+    from .rethreshold import rethreshold as rethreshold_folder
 
     if method not in result.masks:
         raise BrainXAIError(f"no mask for '{method}' in this result: choose one of {', '.join(result.masks)}")
-    heat_image = sitk.ReadImage(str(result.out_dir / f"heatmap_{method}.nii.gz"), sitk.sitkFloat32)
-    region = sitk.GetArrayFromImage(sitk.ReadImage(str(result.out_dir / "analysis_region.nii.gz"))) > 0
-    mask, value = threshold.threshold_heatmap(sitk.GetArrayFromImage(heat_image), region, heat_image.GetSpacing(),
-                                              percentile)
+    mask, result.findings = rethreshold_folder(result.out_dir, method, percentile)
     node = result.masks[method]
     scalars = node.GetImageData().GetPointData().GetScalars()
     voxels = vtk_to_numpy(scalars)
@@ -386,4 +397,4 @@ def rethreshold(result: SceneResult, method: str, percentile: float) -> dict:
     node.GetImageData().Modified()
     node.Modified()
     node.SetAttribute("BrainXAI.ThresholdPercentile", f"{percentile:g}")
-    return {"threshold_percentile": percentile, "threshold_value": value, "mask_voxels": int(mask.sum())}
+    return next(e for e in result.findings["explanations"] if e["method"] == method)

@@ -47,3 +47,10 @@ def dice(a: np.ndarray, b: np.ndarray) -> float | None:
     """Dice overlap; None when both masks are empty (agreement is undefined, not perfect)."""
     total = int(a.sum()) + int(b.sum())
     return None if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+
+
+def mask_stats(mask: np.ndarray, segmentation: np.ndarray, voxel_ml: float) -> dict:
+    """An explanation mask's entry in the findings: its agreement with the segmentation and its volume."""
+    d = dice(mask, segmentation)
+    return {"dice_vs_segmentation": None if d is None else round(d, 4),
+            "mask_volume_ml": round(float(mask.sum() * voxel_ml), 3)}
