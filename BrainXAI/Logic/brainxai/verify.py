@@ -1,0 +1,444 @@
+"""Grounding check: every claim of a free-text report must be supported by the findings it was written from.
+
+Claims are read sentence by sentence: tumour types, anatomical names (Harvard-Oxford names, their synonyms and the
+lobes and groups they belong to), laterality, numbers with their units, and negations, including statements about
+things the findings never measure ("no midline shift"). A claim is supported when the findings say it: the same
+class, a listed region, the lesion's or that region's side, a findings value equal after rounding to the digits the
+report shows (percentages may be probabilities x 100), a negation of something the findings rule out. Anything else
+is reported, one line each. The check is deliberately strict: a true statement the findings do not contain is
+still unsupported, because the report must say only what the analysis measured.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .findings import validate
+
+KINDS = ("tumour_type", "region", "laterality", "number", "negation", "finding")
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str
+    text: str
+    supported: bool
+    reason: str = ""
+    start: int = 0
+
+    def line(self) -> str:
+        return f'unsupported {self.kind}: "{self.text}" ({self.reason})'
+
+
+@dataclass
+class Verification:
+    claims: list[Claim]
+
+    @property
+    def unsupported(self) -> list[Claim]:
+        return [c for c in self.claims if not c.supported]
+
+    @property
+    def ok(self) -> bool:
+        return not self.unsupported
+
+    def summary(self) -> dict:
+        return {"claims": len(self.claims), "unsupported": [c.line() for c in self.unsupported], "passed": self.ok}
+
+
+# ------------------------------------------------------------------------------------------------ lexicons
+
+_CLASS_PATTERNS = {
+    "glioma": r"gliomas?|glial (?:tumou?r|neoplasm)s?",
+    "meningioma": r"meningiomas?",
+    "pituitary": r"pituitary (?:tumou?r|adenoma|macroadenoma|microadenoma|lesion|neoplasm)s?|(?:pituitary )?"
+                 r"(?:macro|micro)?adenomas?|pituitary",
+    "no_tumor": r"no[ _-]tumou?r(?: class)?",
+}
+# More specific (or other) diagnoses than the four classes: the findings cannot support them.
+_OTHER_DIAGNOSES = (r"glioblastomas?|gbm|astrocytomas?|oligodendrogliomas?|ependymomas?|medulloblastomas?|"
+                    r"metastas[ie]s|metastatic|lymphomas?|schwannomas?|craniopharyngiomas?|abscess(?:es)?|"
+                    r"high[- ]grade|low[- ]grade|who grade \w+")
+# Imaging findings the analysis never measures: stating them, or their absence, is not grounded.
+_UNMEASURED = (r"o?edema(?:tous)?|mass effect|midline shift|haemorrhag\w*|hemorrhag\w*|hydrocephalus|herniation|"
+               r"(?:ring[- ])?enhanc\w+|necro\w+|calcifi\w+|infarct\w*|restricted diffusion|diffusion restriction|"
+               r"cyst(?:ic)?|dural tail|vasogenic|effacement|infiltrat\w+|invasion|invasive")
+_PRESENCE = r"lesion|mass|tumou?r|neoplasm|abnormality"
+# "a ... lesion", "there is ... mass", "lesion is seen": the noun asserted to exist, not used as a technical term.
+_ASSERTED_BEFORE = re.compile(r"(?:\b(?:a|an|one|there is|there are|shows?|demonstrates?|reveals?|consistent with|"
+                              r"suggest\w*)\b)(?:\s+[\w.%-]+){0,4}\s*$", re.I)
+_ASSERTED_AFTER = re.compile(r"\s+(?:is|was|are|were)\s+(?:\w+\s+)?(?:present|seen|identified|noted|centred|"
+                             r"centered|located|detected|visible|demonstrated)\b", re.I)
+_NEGATION = re.compile(r"\b(?:no|not|without|absence of|absent|negative for|free of|neither|nor|excludes?|"
+                       r"rules? out|spares|sparing|none|uninvolved)\b|n't\b", re.I)
+# "X is spared": the negation governs what comes before it in the clause.
+_NEGATION_AFTER = re.compile(r"\b(?:is|are|was|were|remains?)\s+(?:spared|uninvolved|not involved|normal|unremarkable|"
+                             r"unaffected|intact)\b", re.I)
+_CLAUSE_START = re.compile(r".*(?:[;,:(]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\band\b)", re.I | re.S)
+_CLAUSE_END = re.compile(r"[;,:(]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\band\b(?= (?:the|a|an|it)\b)", re.I)
+_HEDGE = re.compile(r"\b(?:less likely|unlikely|lower|alternatives?|differential|second|versus|vs\.?|compared|"
+                    r"over|rather than|followed by)\b", re.I)
+
+# Harvard-Oxford names without side, and synonyms a radiologist uses.
+_SYNONYMS = {
+    "Insular Cortex": ["insula", "insular cortex", "insular lobe", "insular"],
+    "Brain-Stem": ["brain-stem", "brainstem", "brain stem"],
+    "Pallidum": ["pallidum", "globus pallidus"],
+    "Caudate": ["caudate nucleus", "caudate"],
+    "Accumbens": ["nucleus accumbens", "accumbens"],
+    "Cerebral White Matter": ["cerebral white matter", "white matter"],
+    "Cerebral Cortex": ["cerebral cortex"],
+    "Lateral Ventricle": ["lateral ventricles?", "ventricles?", "ventricular"],
+    "Thalamus": ["thalamus", "thalamic"],
+    "Putamen": ["putamen", "putaminal"],
+    "Hippocampus": ["hippocampus", "hippocampal"],
+    "Amygdala": ["amygdala"],
+    "Precuneous Cortex": ["precuneous cortex", "precuneus"],
+    "Juxtapositional Lobule Cortex (formerly Supplementary Motor Cortex)": [
+        "juxtapositional lobule(?: cortex)?", "supplementary motor (?:cortex|area)", "sma"],
+    "Heschl's Gyrus (includes H1 and H2)": ["heschl'?s gyrus(?: \\(includes h1 and h2\\))?", "transverse temporal gyrus"],
+}
+# Groups a region belongs to (lobes, basal ganglia): naming the group is supported by any member.
+_GROUPS = {
+    "frontal lobe": ["frontal lobes?", "frontal"],
+    "temporal lobe": ["temporal lobes?", "temporal"],
+    "parietal lobe": ["parietal lobes?", "parietal"],
+    "occipital lobe": ["occipital lobes?", "occipital"],
+    "basal ganglia": ["basal ganglia", "lentiform nucleus", "striatum", "deep grey matter", "deep gray matter"],
+    "cingulate": ["cingulate(?: gyrus| cortex)?", "limbic lobe"],
+}
+_GROUP_OF_KEYWORD = [("Frontal", "frontal lobe"), ("Precentral", "frontal lobe"), ("Juxtapositional", "frontal lobe"),
+                     ("Paracingulate", "frontal lobe"), ("Subcallosal", "frontal lobe"),
+                     ("Central Opercular", "frontal lobe"), ("Central Opercular", "parietal lobe"),
+                     ("Temporal", "temporal lobe"), ("Planum", "temporal lobe"), ("Heschl", "temporal lobe"),
+                     ("Parahippocampal", "temporal lobe"), ("Postcentral", "parietal lobe"),
+                     ("Parietal", "parietal lobe"), ("Supramarginal", "parietal lobe"), ("Angular", "parietal lobe"),
+                     ("Precuneous", "parietal lobe"), ("Occipital", "occipital lobe"), ("Calcarine", "occipital lobe"),
+                     ("Cuneal", "occipital lobe"), ("Lingual", "occipital lobe"), ("Putamen", "basal ganglia"),
+                     ("Pallidum", "basal ganglia"), ("Caudate", "basal ganglia"), ("Accumbens", "basal ganglia"),
+                     ("Cingulate", "cingulate")]
+# Anatomy outside the atlas's names: never supported as a location.
+_OTHER_ANATOMY = [r"cerebell\w+", r"corpus callosum", r"pons", r"pontine", r"medulla(?: oblongata)?", r"midbrain",
+                  r"(?:supra|para)?sellar?(?: region| turcica)?", r"cavernous sinus", r"optic chiasm",
+                  r"pituitary (?:gland|fossa)", r"hypothalam\w+", r"fourth ventricle", r"third ventricle",
+                  r"centrum semiovale", r"corona radiata", r"internal capsule", r"falx", r"tentorium",
+                  r"convexity", r"skull base", r"orbit(?:s|al)?", r"scalp", r"skull", r"dura(?:l)?", r"meninges"]
+
+
+def _base(name: str) -> str:
+    return re.sub(r"^(?:Left|Right)\s+", "", name.replace("_", " ").replace("Ventrical", "Ventricle")).strip()
+
+
+@lru_cache(maxsize=1)
+def _region_lexicon() -> list[tuple[re.Pattern, str]]:
+    """(pattern, key) for every anatomical name we recognise, longest first so 'insular cortex' beats 'cortex'."""
+    import csv
+    from importlib import resources
+
+    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text()
+    names = {_base(r["Name"]) for r in csv.DictReader(text.splitlines())} | set(_SYNONYMS)
+    entries: list[tuple[str, str]] = []
+    for name in names:
+        entries.append((re.escape(name.lower()).replace(r"\ ", r"[\s,]+"), name))
+        for syn in _SYNONYMS.get(name, []):
+            entries.append((syn, name))
+    for group, pats in _GROUPS.items():
+        entries += [(p, "group:" + group) for p in pats]
+    entries += [(p, "other:" + p) for p in _OTHER_ANATOMY]
+    entries.sort(key=lambda e: -len(e[0]))
+    return [(re.compile(rf"\b{p}\b", re.I), key) for p, key in entries]
+
+
+def _groups_of(base: str) -> set[str]:
+    return {"group:" + g for kw, g in _GROUP_OF_KEYWORD if kw in base}
+
+
+# ------------------------------------------------------------------------------------------------ findings facts
+
+
+@dataclass
+class _Facts:
+    label: str
+    probabilities: dict
+    regions: dict  # base name -> set of sides ("left", "right", "bilateral", "midline" or None)
+    keys: set  # region keys and groups the findings support
+    sides: set  # sides the findings support for the lesion
+    lesion_ml: float
+    numbers: dict  # unit class -> list of values
+    strings: list  # string leaves, for numbers quoted verbatim (versions, stop conditions)
+    converged: bool | None
+    has_explanations: bool
+    centroid: list | None
+    phantom: bool
+
+
+def _leaves(value, path=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path, value
+
+
+def _facts(findings: dict) -> _Facts:
+    d, lesion = findings["diagnosis"], findings["lesion"]
+    regions: dict[str, set] = {}
+    named = [(r["name"], r["hemisphere"]) for r in findings["regions"]]
+    if lesion["peak_region"]:
+        named.append((lesion["peak_region"], None))
+    for name, hemi in named:
+        side = "left" if name.startswith("Left") else "right" if name.startswith("Right") else hemi
+        regions.setdefault(_base(name), set()).add(side)
+    keys = set(regions) | {g for base in regions for g in _groups_of(base)}
+    sides = {s for ss in regions.values() for s in ss if s} | ({lesion["hemisphere"]} if lesion["hemisphere"] else set())
+    if {"left", "right"} <= sides:
+        sides.add("bilateral")
+    numbers: dict[str, list[float]] = {"ml": [], "percent": [], "mm": [], "coord": [], "any": []}
+    strings = []
+    for path, v in _leaves(findings):
+        if isinstance(v, str):
+            strings.append(v)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        key = next((p for p in reversed(path) if isinstance(p, str)), "")
+        numbers["any"].append(float(v))
+        if key.endswith("_ml"):
+            numbers["ml"].append(float(v))
+        if key.startswith("percent") or key.endswith("percent") or key.endswith("percentile"):
+            numbers["percent"].append(float(v))
+        if key in ("probabilities", "dice_vs_segmentation") or path[:2] == ("diagnosis", "probabilities"):
+            numbers["percent"].append(100.0 * float(v))
+        if key == "spacing_mm":
+            numbers["mm"].append(float(v))
+        if key == "centroid_mni":
+            numbers["coord"].append(float(v))
+    numbers["any"] += [len(findings["regions"]), len(findings["explanations"])]
+    numbers["mm"] += numbers["coord"]
+    reg = findings.get("registration")
+    return _Facts(d["label"], d["probabilities"], regions, keys, sides, float(lesion["volume_ml"]), numbers, strings,
+                  None if reg is None else bool(reg["converged"]), bool(findings["explanations"]),
+                  lesion["centroid_mni"], bool(findings["input"]["phantom"]))
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+
+def _sentences(text: str) -> list[tuple[int, str]]:
+    """(offset, sentence): split at line breaks and at sentence ends, never inside a number like 23.4 or 'e.g.'."""
+    out = []
+    for m in re.finditer(r"[^\n]+", text):
+        line, base = m.group(), m.start()
+        start = 0
+        for end in re.finditer(r"(?<!\b[A-Za-z])(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bapprox)[.!?](?=\s+[A-Z(\"'*]|\s*$)",
+                               line):
+            out.append((base + start, line[start:end.end()]))
+            start = end.end()
+        if line[start:].strip():
+            out.append((base + start, line[start:]))
+    return out
+
+
+def _negated_spans(sentence: str) -> list[tuple[int, int]]:
+    """Character spans a negation cue governs: from the cue to the end of its clause."""
+    spans = []
+    for m in _NEGATION.finditer(sentence):
+        end = _CLAUSE_END.search(sentence, m.end())
+        spans.append((m.start(), end.start() if end else len(sentence)))
+    for m in _NEGATION_AFTER.finditer(sentence):
+        before = _CLAUSE_START.match(sentence[:m.start()])
+        spans.append((before.end() if before else 0, m.end()))
+    return spans
+
+
+def _inside(pos: int, spans) -> bool:
+    return any(a <= pos < b for a, b in spans)
+
+
+_SIDE = re.compile(r"\b(left|right)(?:[- ]sided|[- ]hemispher\w*)?\b|\b(bilateral(?:ly)?|both hemispheres|midline)\b",
+                   re.I)
+_NUM = r"[-−]?\d+(?:\.\d+)?"
+# A number not glued to a word (T1, MNI152, H1, hex digests), an ordinal of a percentile, and its unit.
+_NUMBER = re.compile(r"(?<![\w.\-−])(?<![A-Za-z]-)([-−]?\d+(?:\.\d+)*)((?:st|nd|rd|th)(?=\s+percentile))?"
+                     r"(\s*(?:%|percent|per cent|mL|ml|cc|cm3|cm³|mm)(?![A-Za-z])|(?!\w))", re.I)
+_TRIPLE = re.compile(rf"(?:\bx\s*=\s*({_NUM})\s*(?:mm)?\s*,?\s*y\s*=\s*({_NUM})\s*(?:mm)?\s*,?\s*(?:and\s+)?z\s*=\s*"
+                     rf"({_NUM}))|(?<![\w.])({_NUM})\s*(?:mm)?\s*,\s*({_NUM})\s*(?:mm)?\s*,\s*(?:and\s+)?({_NUM})(?![\w.]*\d)",
+                     re.I)
+_COORD_CONTEXT = re.compile(r"\bmni\b|\bcoordinates?\b|\bcentroid\b|\b[xyz]\s*=|\(\s*x\s*,\s*y\s*,\s*z\s*\)", re.I)
+
+
+def _matches(token: str, values: list[float]) -> bool:
+    decimals = len(token.split(".")[1]) if "." in token else 0
+    x = float(token.replace("−", "-"))
+    tol = 0.5 * 10 ** -decimals + 1e-9
+    return any(abs(v - x) <= tol for v in values)
+
+
+class _Checker:
+    def __init__(self, findings: dict):
+        self.f = _facts(findings)
+        self.claims: list[Claim] = []
+
+    def add(self, kind, text, supported, reason, start):
+        self.claims.append(Claim(kind, text.strip(), supported, "" if supported else reason, start))
+
+    # -- tumour types and presence -------------------------------------------------------------------------
+    def tumour(self, s: str, off: int, neg, taken: list):
+        f = self.f
+        for cls, pat in _CLASS_PATTERNS.items():
+            for m in re.finditer(rf"\b(?:{pat})\b", s, re.I):
+                if any(a <= m.start() < b for a, b in taken):
+                    continue
+                taken.append(m.span())
+                after = s[m.end():m.end() + 25]
+                prob = re.match(r"\s*(?:\(|:|=|,|-|–|—)?\s*(?:p\s*=\s*|probability\s*)?([01]?\.\d+|\d{1,3}(?:\.\d+)?)"
+                                r"\s*(%)?", after)
+                if prob:  # a class with its probability: the number must be that class's
+                    raw = prob.group(1)
+                    percent = bool(prob.group(2)) or float(raw) > 1
+                    ok = _matches(raw, [f.probabilities[cls] * (100 if percent else 1)])
+                    self.add("number", m.group() + after[:prob.end()], ok,
+                             f"the findings give {cls} probability {f.probabilities[cls]:.2f}", off + m.start())
+                    taken.append((m.end(), m.end() + prob.end()))
+                    continue
+                negated = _inside(m.start(), neg)
+                if cls == "no_tumor":
+                    self.add("negation", m.group(), f.label == "no_tumor",
+                             f"the findings' class is {f.label}", off + m.start())
+                elif negated:
+                    self.add("negation", m.group(), cls != f.label,
+                             f"the findings' class is {f.label}, which this denies", off + m.start())
+                elif cls != f.label and not _HEDGE.search(s):
+                    self.add("tumour_type", m.group(), False, f"the findings' class is {f.label}", off + m.start())
+                else:
+                    self.add("tumour_type", m.group(), True, "", off + m.start())
+        for m in re.finditer(rf"\b(?:{_OTHER_DIAGNOSES})\b", s, re.I):
+            if _inside(m.start(), neg):
+                self.add("negation", m.group(), False, "the findings say nothing about this", off + m.start())
+            else:
+                self.add("tumour_type", m.group(), False,
+                         f"the findings' class is {f.label}, nothing more specific", off + m.start())
+        for m in re.finditer(rf"\b(?:{_PRESENCE})s?\b", s, re.I):
+            if any(a <= m.start() < b for a, b in taken):
+                continue
+            if _inside(m.start(), neg):
+                self.add("negation", s[max(0, m.start() - 12):m.end()].strip(), f.label == "no_tumor" or f.lesion_ml == 0,
+                         f"the findings report a {f.lesion_ml:g} mL lesion ({f.label})", off + m.start())
+            elif f.label == "no_tumor" and f.lesion_ml == 0 and (
+                    _ASSERTED_BEFORE.search(s[:m.start()]) or _ASSERTED_AFTER.match(s[m.end():])):
+                self.add("tumour_type", m.group(), False, "the findings report no tumour and no lesion",
+                         off + m.start())
+
+    # -- anatomy and sides -----------------------------------------------------------------------------------
+    def anatomy(self, s: str, off: int, neg, taken: list) -> list:
+        found = []
+        for pattern, key in _region_lexicon():
+            for m in pattern.finditer(s):
+                if any(a < m.end() and m.start() < b for a, b in taken):
+                    continue
+                taken.append(m.span())
+                found.append((m, key))
+        for m, key in found:
+            negated = _inside(m.start(), neg)
+            present = key in self.f.keys
+            if key.startswith("other:"):
+                present = False
+            if negated:
+                self.add("negation", m.group(), not present, "the findings list this region as involved",
+                         off + m.start())
+            else:
+                self.add("region", m.group(), present, "not among the findings' regions", off + m.start())
+        return found
+
+    def sides(self, s: str, off: int, neg, anatomy: list):
+        f = self.f
+        for m in _SIDE.finditer(s):
+            side = (m.group(1) or m.group(2)).lower()
+            side = "bilateral" if side.startswith("bilateral") or side == "both hemispheres" else side
+            if _inside(m.start(), neg):
+                continue  # "not on the left": the positive claim, if any, is checked where it is made
+            # A side written next to a region names that region's side, else the lesion's.
+            near = [(a, key) for a, key in anatomy if 0 <= a.start() - m.end() <= 3]  # "right putamen"
+            near = near or [(a, key) for a, key in anatomy  # "Insular Cortex (right)"
+                            if re.fullmatch(r"\s*\(\s*", s[a.end():m.start()]) and m.start() > a.end()]
+            if near and not near[0][1].startswith(("group:", "other:")):
+                ok = side in self.f.regions.get(near[0][1], set())
+                self.add("laterality", f"{m.group()} {near[0][0].group()}" if m.start() < near[0][0].start()
+                         else f"{near[0][0].group()} {m.group()}", ok,
+                         f"the findings do not place the {near[0][1]} on the {side}", off + m.start())
+            else:
+                self.add("laterality", m.group(), side in f.sides,
+                         "the findings' lesion side is " + (", ".join(sorted(f.sides)) or "not given"),
+                         off + m.start())
+
+    # -- numbers and unmeasured findings --------------------------------------------------------------------
+    def numbers(self, s: str, off: int, taken: list):
+        f = self.f
+        listed = re.match(r"\s*(?:[-*+]\s+)?(\d+)[.)]\s", s)  # an ordered-list marker is not a claim
+        coord_sentence = bool(_COORD_CONTEXT.search(s))
+        if coord_sentence:  # MNI coordinates: each axis against the centroid's, in order
+            for m in _TRIPLE.finditer(s):
+                values = [v for v in m.groups() if v is not None]
+                c = self.f.centroid
+                ok = c is not None and all(_matches(v, [x]) for v, x in zip(values, c))
+                self.add("number", m.group(), ok, "the findings' MNI centroid is " + (
+                    "not given" if c is None else ", ".join(f"{x:.0f}" for x in c)), off + m.start())
+                taken.append(m.span())
+        for m in _NUMBER.finditer(s):
+            if listed and m.start(1) == listed.start(1):
+                continue
+            if any(a <= m.start() < b for a, b in taken):
+                continue
+            token, unit = m.group(1), (m.group(3) or "").strip().lower()
+            quoted = any(re.search(rf"(?<![\d.]){re.escape(token)}(?![\d])", st) for st in f.strings)
+            if token.count(".") > 1:  # a version: only verbatim
+                self.add("number", m.group(), quoted, "not in the findings", off + m.start())
+                continue
+            if unit in ("ml", "cc", "cm3", "cm³"):
+                values, what = f.numbers["ml"], "volume"
+            elif unit in ("%", "percent", "per cent") or m.group(2):
+                values, what = f.numbers["percent"], "percentage"
+            elif unit == "mm":
+                values, what = f.numbers["mm"], "size"
+            else:
+                values, what = f.numbers["any"], "value"
+            self.add("number", m.group(), _matches(token, values) or (quoted and not unit),
+                     f"no findings {what} rounds to {token}", off + m.start())
+
+    def unmeasured(self, s: str, off: int, neg):
+        for m in re.finditer(rf"\b(?:{_UNMEASURED})\b", s, re.I):
+            if _inside(m.start(), neg):
+                self.add("negation", m.group(), False, "the findings do not measure this", off + m.start())
+            else:
+                self.add("finding", m.group(), False, "the findings do not measure this", off + m.start())
+        for m in re.finditer(r"\b(?:phantom|synthetic)\b", s, re.I):
+            denied = _inside(m.start(), neg)
+            self.add("negation" if denied else "finding", m.group(), denied != self.f.phantom,
+                     "the input is " + ("a synthetic phantom" if self.f.phantom else "not a phantom"), off + m.start())
+        if re.search(r"\bconverg\w*", s, re.I) and self.f.converged is not None:
+            denied = bool(_negated_spans(s)) or re.search(r"\bfail\w*|\bdid not\b", s, re.I)
+            m = re.search(r"\bconverg\w*", s, re.I)
+            self.add("negation" if denied else "finding", m.group(), bool(denied) != self.f.converged,
+                     "the findings say registration " + ("converged" if self.f.converged else "did not converge"),
+                     off + m.start())
+
+
+def verify(findings: dict, report: str) -> Verification:
+    """Every claim found in `report`, each marked supported or not by `findings`."""
+    validate(findings)
+    checker = _Checker(findings)
+    for off, sentence in _sentences(report):
+        plain = re.sub(r"[*_`#>|]", " ", sentence)  # Markdown emphasis, headings, table bars: same offsets
+        neg = _negated_spans(plain)
+        taken: list = []
+        checker.tumour(plain, off, neg, taken)
+        anatomy = checker.anatomy(plain, off, neg, taken)
+        checker.sides(plain, off, neg, anatomy)
+        checker.unmeasured(plain, off, neg)
+        checker.numbers(plain, off, taken)
+    return Verification(sorted(checker.claims, key=lambda c: c.start))
