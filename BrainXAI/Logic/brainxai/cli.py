@@ -1,4 +1,5 @@
-"""Command line: `brainxai explain` (the pipeline) and `brainxai train` (the default model)."""
+"""Command line: `brainxai explain` (the pipeline), `report` / `verify` (LLM reports and their grounding check),
+`train`, `evaluate` and the comparisons."""
 
 from __future__ import annotations
 
@@ -46,7 +47,51 @@ def _explain(args) -> int:
     d = f["diagnosis"]
     print(f"{'PHANTOM - ' if f['input']['phantom'] else ''}diagnosis: {d['label']} "
           f"(p={d['probabilities'][d['label']]:.2f}); lesion {f['lesion']['volume_ml']} mL; outputs in {Path(args.out).resolve()}")
+    if args.llm:
+        _write_llm_report(f, args, Path(args.out))
     return 0
+
+
+def _backend(args):
+    from .llm import load_backend
+
+    if args.llm in (None, "builtin"):
+        return None
+    return load_backend(args.llm, args.llm_config, allow_cloud=True if args.allow_cloud else None)
+
+
+def _write_llm_report(findings: dict, args, out_dir: Path) -> None:
+    from . import llm_report
+
+    outcome = llm_report.generate(findings, _backend(args))
+    md, _, _ = llm_report.write(outcome, out_dir)
+    if outcome.banner:
+        print(f"brainxai: {outcome.banner}", file=sys.stderr)
+    print(f"report ({'LLM, verified' if outcome.source == 'llm' else 'built-in'}): {md}")
+
+
+def _report(args) -> int:
+    from .findings import read_findings
+
+    findings = read_findings(args.findings)
+    _write_llm_report(findings, args, args.out or args.findings.parent)
+    return 0
+
+
+def _verify(args) -> int:
+    from .findings import read_findings
+    from .verify import verify
+
+    findings = read_findings(args.findings)
+    try:
+        text = args.report.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError) as exc:
+        raise BrainXAIError(f"cannot read report {args.report}: {exc}") from None
+    result = verify(findings, text)
+    for claim in result.unsupported:
+        print(claim.line())
+    print(f"{len(result.claims)} claims, {len(result.unsupported)} unsupported", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def _train(args) -> int:
@@ -143,7 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-cam-slices", type=int, help="explain at most this many slices (those with most tumour)")
     e.add_argument("--progress", choices=("bar", "json"), default="bar",
                    help="'json': machine-readable progress lines on stdout (for a parent process)")
+    _llm_options(e)
     e.set_defaults(func=_explain)
+
+    r = sub.add_parser("report", help="write a radiology-style report from findings.json with an LLM, verified")
+    r.add_argument("findings", type=Path, help="findings.json written by 'brainxai explain'")
+    r.add_argument("--out", type=Path, help="folder for report_llm.md/.html/.json (default: beside the findings)")
+    _llm_options(r, required=True)
+    r.set_defaults(func=_report)
+
+    k = sub.add_parser("verify", help="check every claim of a report against its findings (exit 1 if any fails)")
+    k.add_argument("findings", type=Path)
+    k.add_argument("report", type=Path, help="the report (Markdown or plain text)")
+    k.set_defaults(func=_verify)
 
     v = sub.add_parser("evaluate", help="diagnostic, segmentation and explanation metrics on a labelled folder")
     v.add_argument("--data", type=Path, help="folder in the figshare layout (labels.csv, images/, masks/)")
@@ -202,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
     t.set_defaults(func=_train)
     return p
+
+
+def _llm_options(parser, required: bool = False) -> None:
+    from .llm import PRESETS
+
+    names = ", ".join(["builtin", *PRESETS])
+    parser.add_argument("--llm", "--backend", dest="llm", required=required,
+                        help=f"report writer: {names}, or a backend defined in the config file")
+    parser.add_argument("--llm-config", type=Path, help="TOML file with [backends.NAME] tables "
+                                                        "(default: $BRAINXAI_LLM_CONFIG or ~/.config/brainxai/llm.toml)")
+    parser.add_argument("--allow-cloud", action="store_true",
+                        help="opt in to sending the de-identified findings to an endpoint off this machine")
 
 
 def _terminate(signum, frame):  # a parent's cancel (SIGTERM) unwinds like Ctrl-C: temporary output is removed

@@ -137,6 +137,19 @@ def _api_key(backend: Backend) -> str | None:
                                                       if backend.api_key_env else None)
 
 
+def check_allowed(backend: Backend) -> str | None:
+    """Refuse, before anything is sent, a cloud endpoint without opt-in or without a key. Returns the key."""
+    if not is_local(backend.base_url) and not backend.allow_cloud:
+        host = urlparse(backend.base_url).hostname
+        raise BrainXAIError(f"LLM backend '{backend.name}' would send the findings to {host}, off this machine: "
+                            "opt in with --allow-cloud (or allow_cloud = true in the config) to use it")
+    key = _api_key(backend)
+    if not is_local(backend.base_url) and not key:
+        env = backend.api_key_env or ENV_PREFIX + "API_KEY"
+        raise BrainXAIError(f"LLM backend '{backend.name}' needs an API key: set {env} in the environment")
+    return key
+
+
 # ------------------------------------------------------------------------------------------------ prompt
 
 SYSTEM_PROMPT = """You are a neuroradiologist writing a short structured report of a brain MRI analysis.
@@ -249,14 +262,7 @@ def _redact(text: str, key: str | None) -> str:
 
 def complete(backend: Backend, messages: list[dict], session: requests.Session | None = None) -> Completion:
     """One chat completion, with retries and backoff on 429 and 5xx. Raises BrainXAIError with one line."""
-    if not is_local(backend.base_url) and not backend.allow_cloud:
-        host = urlparse(backend.base_url).hostname
-        raise BrainXAIError(f"LLM backend '{backend.name}' would send the findings to {host}, off this machine: "
-                            "opt in with --allow-cloud (or allow_cloud = true in the config) to use it")
-    key = _api_key(backend)
-    if not is_local(backend.base_url) and not key:
-        env = backend.api_key_env or ENV_PREFIX + "API_KEY"
-        raise BrainXAIError(f"LLM backend '{backend.name}' needs an API key: set {env} in the environment")
+    key = check_allowed(backend)
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"

