@@ -163,3 +163,25 @@ def test_cli_report_and_verify(server, tmp_path):
     cloud = _cli("report", path, "--llm", "grok", "--out", tmp_path / "g")
     assert cloud.returncode == 2 and "--allow-cloud" in cloud.stderr and len(cloud.stderr.splitlines()) == 1
     assert not (tmp_path / "g").exists()
+
+
+def test_compare_llms_table(server, tmp_path):
+    """The paper's comparison over two findings files: scripted local stand-ins for LLMs (one faithful, one that
+    puts the lesion on the wrong side) next to the built-in writer."""
+    paths = [write_findings(glioma_case(), tmp_path / "a.json"), write_findings(no_tumor_case(), tmp_path / "b.json")]
+    config = tmp_path / "llm.toml"
+    config.write_text(f'[backends.faithful]\nbase_url = "{server.url}/v1"\nmodel = "correct"\n'
+                      f'[backends.sloppy]\nprotocol = "ollama"\nbase_url = "{server.url}"\nmodel = "wrong-side"\n')
+    out = tmp_path / "cmp.md"
+    run = _cli("compare-llms", *paths, "--backends", "builtin,faithful,sloppy", "--llm-config", config, "--out", out)
+    assert run.returncode == 0, run.stderr
+    rows = {r["backend"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows["builtin"]["rouge_l"] == 1.0 and rows["builtin"]["grounded_first"] == "2/2"
+    assert rows["faithful"]["grounded_first"] == "2/2" and rows["faithful"]["shown_llm"] == "2/2"
+    # the tumour-free case has no side to get wrong: one of two first reports fails, and is not shown
+    assert rows["sloppy"]["grounded_first"] == "1/2" and rows["sloppy"]["shown_llm"] == "1/2"
+    assert rows["sloppy"]["unsupported_per_report"] > 0
+    for r in rows.values():
+        assert all(r[m] is not None for m in ("flesch_reading_ease", "ttr", "mtld", "coherence", "bleu"))
+    assert rows["faithful"]["rouge_l"] < 1.0
+    assert len(out.read_text().splitlines()) == 2 + 1 + 3

@@ -18,6 +18,10 @@ from brainxai.verify import verify
 from test_findings import ALL_CASES, glioma_case
 
 DATA = Path(__file__).parent / "data"
+# Held-out corpus, measured: blind (before the verifier saw it) 35/38 flaws, 6 false alarms; after the general fixes
+# it prompted, 38/38 and 2 (both true unsupported claims next to the annotated flaw). Floors below the measurement.
+HELDOUT_MIN_HIT_RATE = 0.95
+HELDOUT_MAX_FALSE_ALARMS = 2
 
 
 def score(corpus: list[dict]) -> dict:
@@ -57,10 +61,6 @@ def test_heldout_corpus_written_after_the_verifier():
     s = score(json.loads(path.read_text()))
     assert s["found"] / s["flaws"] >= HELDOUT_MIN_HIT_RATE, s
     assert len(s["false_alarms"]) <= HELDOUT_MAX_FALSE_ALARMS, s
-
-
-HELDOUT_MIN_HIT_RATE = 0.0
-HELDOUT_MAX_FALSE_ALARMS = 99
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.__name__)

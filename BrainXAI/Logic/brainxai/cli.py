@@ -78,6 +78,23 @@ def _report(args) -> int:
     return 0
 
 
+def _compare_llms(args) -> int:
+    from tqdm import tqdm
+
+    from .compare_llms import compare, write
+
+    if args.out.exists() and not args.overwrite:
+        raise BrainXAIError(f"{args.out} exists: choose another --out or pass --overwrite")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    with tqdm(total=len(backends) * len(args.findings), unit="report") as bar:
+        rows = compare(args.findings, backends, args.llm_config, args.allow_cloud, progress=lambda: bar.update(1))
+    command = "brainxai compare-llms " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compare-llms"] else \
+        "brainxai compare-llms"
+    write(rows, args.out, command)
+    print(args.out.read_text())
+    return 0
+
+
 def _verify(args) -> int:
     from .findings import read_findings
     from .verify import verify
@@ -201,6 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("findings", type=Path)
     k.add_argument("report", type=Path, help="the report (Markdown or plain text)")
     k.set_defaults(func=_verify)
+
+    m = sub.add_parser("compare-llms", help="the paper's report comparison: text metrics and grounding per backend")
+    m.add_argument("findings", type=Path, nargs="+", help="findings.json files")
+    m.add_argument("--backends", default="builtin,llama", help="comma-separated backend names ('builtin' included)")
+    m.add_argument("--out", type=Path, default=Path("docs/llm_comparison.md"), help="Markdown table (JSON beside)")
+    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--llm-config", type=Path)
+    m.add_argument("--allow-cloud", action="store_true")
+    m.set_defaults(func=_compare_llms)
 
     v = sub.add_parser("evaluate", help="diagnostic, segmentation and explanation metrics on a labelled folder")
     v.add_argument("--data", type=Path, help="folder in the figshare layout (labels.csv, images/, masks/)")

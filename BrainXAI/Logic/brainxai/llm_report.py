@@ -75,7 +75,7 @@ def generate(findings: dict, backend: Backend | None, session: requests.Session 
             break
         check = verify(findings, completion.text)
         attempts.append({"seconds": completion.seconds, "http_attempts": completion.attempts,
-                         "verification": check.summary(), "usage": completion.usage})
+                         "verification": check.summary(), "usage": completion.usage, "report": completion.text})
         if check.ok:
             return ReportOutcome(completion.text + _footer(backend), "llm", None, backend.public(), attempts)
         lines = [c.line() for c in check.unsupported]

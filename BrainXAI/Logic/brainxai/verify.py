@@ -163,6 +163,7 @@ class _Facts:
     label: str
     probabilities: dict
     regions: dict  # base name -> set of sides ("left", "right", "bilateral", "midline" or None)
+    shares: dict  # base name -> {"lesion": [percent_of_lesion...], "region": [percent_of_region...]}
     keys: set  # region keys and groups the findings support
     sides: set  # sides the findings support for the lesion
     lesion_ml: float
@@ -172,6 +173,7 @@ class _Facts:
     has_explanations: bool
     centroid: list | None
     phantom: bool
+    has_warnings: bool
 
 
 def _leaves(value, path=()):
@@ -194,6 +196,12 @@ def _facts(findings: dict) -> _Facts:
     for name, hemi in named:
         side = "left" if name.startswith("Left") else "right" if name.startswith("Right") else hemi
         regions.setdefault(_base(name), set()).add(side)
+    shares: dict[str, dict] = {}
+    for r in findings["regions"]:
+        share = shares.setdefault(_base(r["name"]), {"lesion": [], "region": []})
+        share["lesion"].append(r["percent_of_lesion"])
+        if r["percent_of_region"] is not None:
+            share["region"].append(r["percent_of_region"])
     keys = set(regions) | {g for base in regions for g in _groups_of(base)}
     sides = {s for ss in regions.values() for s in ss if s} | ({lesion["hemisphere"]} if lesion["hemisphere"] else set())
     if {"left", "right"} <= sides:
@@ -221,9 +229,9 @@ def _facts(findings: dict) -> _Facts:
     numbers["any"] += [len(findings["regions"]), len(findings["explanations"])]
     numbers["mm"] += numbers["coord"]
     reg = findings.get("registration")
-    return _Facts(d["label"], d["probabilities"], regions, keys, sides, float(lesion["volume_ml"]), numbers, strings,
+    return _Facts(d["label"], d["probabilities"], regions, shares, keys, sides, float(lesion["volume_ml"]), numbers, strings,
                   None if reg is None else bool(reg["converged"]), bool(findings["explanations"]),
-                  lesion["centroid_mni"], bool(findings["input"]["phantom"]))
+                  lesion["centroid_mni"], bool(findings["input"]["phantom"]), bool(findings["warnings"]))
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -249,7 +257,11 @@ def _negated_spans(sentence: str) -> list[tuple[int, int]]:
     spans = []
     for m in _NEGATION.finditer(sentence):
         end = _CLAUSE_END.search(sentence, m.end())
-        spans.append((m.start(), end.start() if end else len(sentence)))
+        stop = end.start() if end else len(sentence)
+        rest = re.split(r"[;.!?]|\bbut\b|\bhowever\b", sentence[m.end():], maxsplit=1)[0]
+        if end and end.group() == "," and re.search(r"\b(?:or|nor)\b", rest):  # "no A, B or C": the whole list
+            stop = m.end() + len(rest)
+        spans.append((m.start(), stop))
     for m in _NEGATION_AFTER.finditer(sentence):
         before = _CLAUSE_START.match(sentence[:m.start()])
         spans.append((before.end() if before else 0, m.end()))
@@ -296,8 +308,9 @@ class _Checker:
                     continue
                 taken.append(m.span())
                 after = s[m.end():m.end() + 25]
-                prob = re.match(r"\s*(?:\(|:|=|,|-|–|—)?\s*(?:p\s*=\s*|probability\s*)?([01]?\.\d+|\d{1,3}(?:\.\d+)?)"
-                                r"\s*(%)?", after)
+                prob = re.match(r"\s*(?:\(|:|=|,|-|–|—|\bat\b|\bof\b)?\s*(?:p\s*=\s*|probability\s*)?"
+                                r"([01]?\.\d+|\d{1,3}(?:\.\d+)?)(?!\d|\.\d|st\b|nd\b|rd\b|th\b)\s*(%)?"
+                                r"(?!\s*percentile)", after)
                 if prob:  # a class with its probability: the number must be that class's
                     raw = prob.group(1)
                     percent = bool(prob.group(2)) or float(raw) > 1
@@ -377,7 +390,7 @@ class _Checker:
                          off + m.start())
 
     # -- numbers and unmeasured findings --------------------------------------------------------------------
-    def numbers(self, s: str, off: int, taken: list):
+    def numbers(self, s: str, off: int, taken: list, anatomy: list):
         f = self.f
         listed = re.match(r"\s*(?:[-*+]\s+)?(\d+)[.)]\s", s)  # an ordered-list marker is not a claim
         coord_sentence = bool(_COORD_CONTEXT.search(s))
@@ -403,6 +416,14 @@ class _Checker:
                 values, what = f.numbers["ml"], "volume"
             elif unit in ("%", "percent", "per cent") or m.group(2):
                 values, what = f.numbers["percent"], "percentage"
+                of = s[m.end():m.end() + 40]
+                region = next((key for a, key in anatomy if 0 < a.start() - m.end() <= 30 and
+                               re.match(r"\s*of\s+(?:the\s+)?(?:(?:left|right)\s+)?$", s[m.end():a.start()], re.I)),
+                              None)
+                if re.match(r"\s*of\s+(?:the\s+|its\s+)?(?:lesion|tumou?r|volume)", of, re.I):
+                    values, what = [v for sh in f.shares.values() for v in sh["lesion"]], "share of the lesion"
+                elif region in f.shares:
+                    values, what = f.shares[region]["region"], f"share of the {region}"
             elif unit == "mm":
                 values, what = f.numbers["mm"], "size"
             else:
@@ -420,6 +441,13 @@ class _Checker:
             denied = _inside(m.start(), neg)
             self.add("negation" if denied else "finding", m.group(), denied != self.f.phantom,
                      "the input is " + ("a synthetic phantom" if self.f.phantom else "not a phantom"), off + m.start())
+        for m in re.finditer(r"\b(?:real|actual|clinical)?\s*patient(?:'s)? (?:scan|data|study|examination)\b", s, re.I):
+            if not _inside(m.start(), neg):
+                self.add("finding", m.group(), not self.f.phantom, "the input is a synthetic phantom", off + m.start())
+        for m in re.finditer(r"\bwarnings?\b|\bcaveats?\b", s, re.I):
+            denied = _inside(m.start(), neg)
+            self.add("negation" if denied else "finding", m.group(), denied != self.f.has_warnings,
+                     "the findings carry " + ("warnings" if self.f.has_warnings else "no warnings"), off + m.start())
         if re.search(r"\bconverg\w*", s, re.I) and self.f.converged is not None:
             denied = bool(_negated_spans(s)) or re.search(r"\bfail\w*|\bdid not\b", s, re.I)
             m = re.search(r"\bconverg\w*", s, re.I)
@@ -440,5 +468,5 @@ def verify(findings: dict, report: str) -> Verification:
         anatomy = checker.anatomy(plain, off, neg, taken)
         checker.sides(plain, off, neg, anatomy)
         checker.unmeasured(plain, off, neg)
-        checker.numbers(plain, off, taken)
+        checker.numbers(plain, off, taken, anatomy)
     return Verification(sorted(checker.claims, key=lambda c: c.start))
