@@ -34,6 +34,7 @@ except ImportError:  # outside Slicer: importable for headless tests of the Slic
     class VTKObservationMixin: ...
 
 METHODS = (("Grad-CAM++", "gradcam++"), ("Grad-CAM", "gradcam"), ("Score-CAM", "scorecam"))
+LLM_BACKENDS = ("llama", "ollama", "vllm", "llamacpp", "grok", "mistral")  # brainxai.llm.PRESETS, without importing it
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 
 
@@ -148,9 +149,12 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
 
         return shutil.which("PythonSlicer") or sys.executable
 
-    def start(self, volumeNode, methods=("gradcam++",), threshold=90.0, maxCamSlices=None, outDir=None):
+    def start(self, volumeNode, methods=("gradcam++",), threshold=90.0, maxCamSlices=None, outDir=None, llm=None,
+              allowCloud=False, llmBaseUrl=None):
         """Write the volume through its storage node (geometry exactly as Slicer has it) and start the
-        pipeline in a background process. Returns the job; poll job.poll(), job.running, job.cancel()."""
+        pipeline in a background process. Returns the job; poll job.poll(), job.running, job.cancel().
+        llm: a report backend name (see brainxai.llm.PRESETS); its report is verified in the child, and the API key
+        comes from Slicer's environment, never from the scene."""
         from brainxai.process import BackgroundExplain
 
         if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA(
@@ -169,7 +173,8 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         self.outDir = outDir or os.path.join(work, "results")
         self.inputNode = volumeNode  # finish() reads results against the node the job was started on
         self.job = BackgroundExplain(inputPath, self.outDir, methods=tuple(methods), threshold=threshold,
-                                     max_cam_slices=maxCamSlices, python=self.pythonExecutable()).start()
+                                     max_cam_slices=maxCamSlices, python=self.pythonExecutable(), llm=llm,
+                                     allow_cloud=allowCloud, llm_settings={"base_url": llmBaseUrl}).start()
         return self.job
 
     def finish(self, method, volumeNode=None):
@@ -241,6 +246,10 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.jumpButton.connect("clicked(bool)", self.onJump)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.llmBackendComboBox.clear()
+        self.ui.llmBackendComboBox.addItem("Built-in writer (offline)", "builtin")
+        for name in LLM_BACKENDS:
+            self.ui.llmBackendComboBox.addItem(name, name)
         self.ui.cloudCheckBox.setChecked(False)  # cloud LLMs only after an explicit opt-in
         self.ui.progressBar.setVisible(False)
         self.timer = qt.QTimer()
@@ -298,7 +307,9 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.mniCheckBox.checked = False
         try:
             methods = [name for _, name in METHODS if name == self.method() or self.ui.allMethodsCheckBox.checked]
-            self.logic.start(self.ui.inputSelector.currentNode(), methods, self.ui.thresholdSlider.value)
+            self.logic.start(self.ui.inputSelector.currentNode(), methods, self.ui.thresholdSlider.value,
+                             llm=self.ui.llmBackendComboBox.currentData, allowCloud=self.ui.cloudCheckBox.checked,
+                             llmBaseUrl=self.ui.llmEndpointLineEdit.text.strip() or None)
         except Exception as exc:  # noqa: BLE001 - shown to the user as one line
             slicer.util.errorDisplay(str(exc))
             return
@@ -335,8 +346,12 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.regionTableView.setMRMLTableNode(self.result.table)
         self.ui.mniCheckBox.checked = False
 
-    def showReport(self):
-        with open(os.path.join(self.result.out_dir, "report.html"), encoding="utf-8") as html:
+    def showReport(self, builtinOnly=False):
+        """The verified LLM report when there is one (or the built-in one under its banner), else the built-in
+        report. After a re-threshold only the built-in report matches the findings, so that one is shown."""
+        name = "report_llm.html" if os.path.exists(os.path.join(self.result.out_dir, "report_llm.html")) and \
+            not builtinOnly else "report.html"
+        with open(os.path.join(self.result.out_dir, name), encoding="utf-8") as html:
             self.ui.reportBrowser.setHtml(html.read())
 
     def onMethod(self, *_):
@@ -352,7 +367,7 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except Exception as exc:  # noqa: BLE001 - one line to the user
                 slicer.util.errorDisplay(str(exc))
                 return
-            self.showReport()  # the report states the mask's percentile, volume and Dice
+            self.showReport(builtinOnly=True)  # the report states the mask's percentile, volume and Dice
 
     def onSpace(self, mni):
         from brainxai import scene

@@ -108,3 +108,15 @@ def test_missing_requirements_reads_metadata_without_importing(tmp_path):
 def test_brainxai_test_is_registered_with_ctest():
     text = (MODULE / "CMakeLists.txt").read_text()
     assert re.search(r"if\(BUILD_TESTING\)\s*(#.*\n\s*)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
+
+
+def test_panel_offers_every_llm_preset_and_cloud_is_off():
+    import xml.etree.ElementTree as ET
+
+    from brainxai.llm import PRESETS
+
+    assert set(_module().LLM_BACKENDS) == set(PRESETS)
+    ui = ET.parse(MODULE / "Resources" / "UI" / "BrainXAI.ui")
+    box = next(w for w in ui.iter("widget") if w.get("name") == "cloudCheckBox")
+    checked = next(p for p in box.iter("property") if p.get("name") == "checked")
+    assert checked.find("bool").text == "false"

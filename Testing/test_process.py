@@ -1,5 +1,6 @@
 """The background run the Slicer module uses: a real child process, progress lines, cancel of the process tree."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,3 +66,18 @@ def test_child_imports_the_package_the_parent_points_it_at(tmp_path):
     assert out.stdout.strip() == str(root / "brainxai" / "__init__.py")
     assert BackgroundExplain(None, tmp_path / "o").env["PYTHONPATH"].split(os.pathsep)[0] == str(
         Path(brainxai.__file__).resolve().parent.parent)
+
+
+def test_background_run_writes_the_verified_llm_report(tmp_path):
+    """The Slicer panel's LLM settings travel to the child as --llm and BRAINXAI_LLM_* variables (never a key)."""
+    from llm_server import LLMServer
+
+    with LLMServer() as server:
+        job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2, llm="vllm",
+                                llm_settings={"base_url": server.url + "/v1", "model": "correct"}).start()
+        assert job.wait(600) == 0
+        assert server.requests and server.requests[-1]["path"] == "/v1/chat/completions"
+    record = json.loads((tmp_path / "out" / "report_llm.json").read_text())
+    assert record["source"] == "llm" and record["attempts"][0]["verification"]["passed"]
+    assert "<html>" in (tmp_path / "out" / "report_llm.html").read_text()
+    assert (tmp_path / "out" / "report.html").is_file()  # the built-in report stays beside it

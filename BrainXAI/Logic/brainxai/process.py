@@ -47,7 +47,8 @@ def child_env(package_root: str | Path | None = None) -> dict[str, str]:
 class BackgroundExplain:
     def __init__(self, input_path: str | Path | None, out_dir: str | Path, methods: tuple[str, ...] = (),
                  threshold: float | None = None, max_cam_slices: int | None = None, python: str | None = None,
-                 model: str | Path | None = None, env: dict | None = None):
+                 model: str | Path | None = None, env: dict | None = None, llm: str | None = None,
+                 allow_cloud: bool = False, llm_settings: dict | None = None):
         self.out_dir = Path(out_dir)
         cmd = [python or sys.executable, "-m", "brainxai", "explain", "--out", str(self.out_dir), "--progress", "json"]
         cmd += [str(input_path)] if input_path is not None else ["--demo"]
@@ -59,8 +60,13 @@ class BackgroundExplain:
             cmd += ["--max-cam-slices", str(max_cam_slices)]
         if model is not None:
             cmd += ["--model", str(model)]
+        if llm and llm != "builtin":  # the child also writes report_llm.md/.html/.json, verified
+            cmd += ["--llm", llm] + (["--allow-cloud"] if allow_cloud else [])
         self.command = cmd
         self.env = env if env is not None else child_env()
+        for key, value in (llm_settings or {}).items():  # e.g. base_url, model: BRAINXAI_LLM_* for the child only
+            if value:
+                self.env["BRAINXAI_LLM_" + key.upper()] = str(value)
         self._proc: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
         self._stderr: list[str] = []
