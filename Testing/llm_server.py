@@ -111,3 +111,14 @@ class LLMServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
+
+
+if __name__ == "__main__":  # a stand-in server for trying the LLM path by hand; ends by itself
+    import argparse
+
+    parser = argparse.ArgumentParser(description="scripted LLM stand-in on 127.0.0.1 (model name = behaviour)")
+    parser.add_argument("--seconds", type=float, default=600)
+    args = parser.parse_args()
+    with LLMServer() as server:
+        print(server.url, flush=True)
+        time.sleep(args.seconds)

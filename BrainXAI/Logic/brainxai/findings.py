@@ -82,19 +82,20 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema())
 
 
-def _walk(node: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+def walk(node: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """Every (path, node) of a JSON document, containers included, depth first."""
     yield path, node
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _walk(value, (*path, key))
+            yield from walk(value, (*path, key))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _walk(value, (*path, i))
+            yield from walk(value, (*path, i))
 
 
 def assert_deidentified(findings: Any) -> None:
     """Raise BrainXAIError if any key or string value looks like a patient identifier, date, e-mail or path."""
-    for path, node in _walk(findings):
+    for path, node in walk(findings):
         if isinstance(node, dict):
             for key in node:
                 flat = re.sub(r"[^a-z0-9]", "", str(key).lower())
@@ -112,7 +113,7 @@ def assert_deidentified(findings: Any) -> None:
 
 def _check_semantics(findings: dict) -> None:
     """Rules JSON Schema cannot express."""
-    for path, node in _walk(findings):
+    for path, node in walk(findings):
         if isinstance(node, float) and not math.isfinite(node):
             raise BrainXAIError(f"findings {pointer(path)}: {node} is not a finite number")
     probs = findings["diagnosis"]["probabilities"]

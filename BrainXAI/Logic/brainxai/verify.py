@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .findings import validate
+from .findings import validate, walk
 
 KINDS = ("tumour_type", "region", "laterality", "number", "negation", "finding")
 
@@ -176,17 +176,6 @@ class _Facts:
     has_warnings: bool
 
 
-def _leaves(value, path=()):
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _leaves(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _leaves(v, (*path, i))
-    else:
-        yield path, value
-
-
 def _facts(findings: dict) -> _Facts:
     d, lesion = findings["diagnosis"], findings["lesion"]
     regions: dict[str, set] = {}
@@ -208,7 +197,9 @@ def _facts(findings: dict) -> _Facts:
         sides.add("bilateral")
     numbers: dict[str, list[float]] = {"ml": [], "percent": [], "mm": [], "coord": [], "any": []}
     strings = []
-    for path, v in _leaves(findings):
+    for path, v in walk(findings):
+        if isinstance(v, (dict, list)):
+            continue
         if isinstance(v, str):
             strings.append(v)
             continue
