@@ -95,7 +95,7 @@ def mini_folder(data_dir, tmp_path_factory):
     """A dozen figshare slices (all three classes) and four no-tumour images, in the shared layout."""
     root = tmp_path_factory.mktemp("mini")
     src = data_dir / "figshare"
-    with open(src / "labels.csv", newline="") as f:
+    with open(src / "labels.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     picked = [r for label in ("glioma", "meningioma", "pituitary") for r in [x for x in rows if x["label"] == label][40:44]]
     fig = root / "fig"
@@ -104,7 +104,7 @@ def mini_folder(data_dir, tmp_path_factory):
     for r in picked:
         (fig / r["image"]).symlink_to(src / r["image"])
         (fig / r["mask"]).symlink_to(src / r["mask"])
-    with open(fig / "labels.csv", "w", newline="") as f:
+    with open(fig / "labels.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(picked)
@@ -121,7 +121,7 @@ def test_evaluate_cli_writes_the_metrics(mini_folder, tmp_path, capsys):
     args = ["evaluate", "--data", str(fig), "--no-tumor", str(no), "--out", str(out), "--scorecam-slices", "2",
             "--perturbation-slices", "4", "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
-    m = json.loads(out.read_text())
+    m = json.loads(out.read_text(encoding="utf-8"))
     assert m["n"] == 16 and m["n_tumour_slices"] == 12
     for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix", "ece", "segmentation_dice"):
         assert key in m
@@ -142,7 +142,7 @@ def test_evaluate_cli_writes_the_metrics(mini_folder, tmp_path, capsys):
     assert m["shortcut_check"]["n"] == 12 and all(0 <= r <= 1 for r in rates.values())
     for suffix in (".md", "_confusion.png", "_reliability.png"):
         assert out.with_name("metrics" + suffix).is_file()
-    assert "| Grad-CAM++ |" in out.with_suffix(".md").read_text()
+    assert "| Grad-CAM++ |" in out.with_suffix(".md").read_text(encoding="utf-8")
     before = out.read_bytes()
     capsys.readouterr()
     assert main(args) == 2  # never overwrites without --overwrite

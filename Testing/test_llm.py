@@ -122,13 +122,13 @@ def test_only_deidentified_findings_leave_the_process(server):
 def test_config_file_and_environment(tmp_path, monkeypatch, server):
     config = tmp_path / "llm.toml"
     config.write_text(f'[backends.lab]\nprotocol = "ollama"\nbase_url = "{server.url}"\nmodel = "correct"\n'
-                      'temperature = 0.2\nseed = 7\n[backends.grok]\nmodel = "grok-3-mini"\n')
+                      'temperature = 0.2\nseed = 7\n[backends.grok]\nmodel = "grok-3-mini"\n', encoding="utf-8")
     lab = load_backend("lab", config)
     assert (lab.protocol, lab.model, lab.temperature, lab.seed) == ("ollama", "correct", 0.2, 7)
     assert load_backend("grok", config).model == "grok-3-mini"
     monkeypatch.setenv("BRAINXAI_LLM_MODEL", "other")
     assert load_backend("lab", config).model == "other"
-    config.write_text('[backends.lab]\napi_key = "secret"\n')
+    config.write_text('[backends.lab]\napi_key = "secret"\n', encoding="utf-8")
     with pytest.raises(BrainXAIError, match="do not store API keys in files"):
         load_backend("lab", config)
     with pytest.raises(BrainXAIError, match="unknown LLM backend 'nope'"):
@@ -136,7 +136,7 @@ def test_config_file_and_environment(tmp_path, monkeypatch, server):
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "brainxai", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "brainxai", *map(str, args)], capture_output=True, text=True, encoding="utf-8",
                           env={**os.environ, **(env or {})}, timeout=120)
 
 
@@ -144,17 +144,17 @@ def test_cli_report_and_verify(server, tmp_path):
     f = glioma_case()
     path = write_findings(f, tmp_path / "findings.json")
     config = tmp_path / "llm.toml"
-    config.write_text(f'[backends.lab]\nbase_url = "{server.url}/v1"\nmodel = "correct"\n')
+    config.write_text(f'[backends.lab]\nbase_url = "{server.url}/v1"\nmodel = "correct"\n', encoding="utf-8")
     run = _cli("report", path, "--llm", "lab", "--llm-config", config, "--out", tmp_path / "r",
                env={"BRAINXAI_LLM_API_KEY": KEY})
     assert run.returncode == 0, run.stderr
     for name in ("report_llm.md", "report_llm.html", "report_llm.json"):
-        assert KEY not in (tmp_path / "r" / name).read_text()
+        assert KEY not in (tmp_path / "r" / name).read_text(encoding="utf-8")
     assert KEY not in run.stdout + run.stderr
     ok = _cli("verify", path, tmp_path / "r" / "report_llm.md")
     assert ok.returncode == 0 and ok.stdout == ""
     bad = tmp_path / "bad.md"
-    bad.write_text("A 33.4 mL lesion in the left hemisphere involves the thalamus. Meningioma favoured.\n")
+    bad.write_text("A 33.4 mL lesion in the left hemisphere involves the thalamus. Meningioma favoured.\n", encoding="utf-8")
     fail = _cli("verify", path, bad)
     assert fail.returncode == 1
     lines = fail.stdout.splitlines()
@@ -171,11 +171,11 @@ def test_compare_llms_table(server, tmp_path):
     paths = [write_findings(glioma_case(), tmp_path / "a.json"), write_findings(no_tumor_case(), tmp_path / "b.json")]
     config = tmp_path / "llm.toml"
     config.write_text(f'[backends.faithful]\nbase_url = "{server.url}/v1"\nmodel = "correct"\n'
-                      f'[backends.sloppy]\nprotocol = "ollama"\nbase_url = "{server.url}"\nmodel = "wrong-side"\n')
+                      f'[backends.sloppy]\nprotocol = "ollama"\nbase_url = "{server.url}"\nmodel = "wrong-side"\n', encoding="utf-8")
     out = tmp_path / "cmp.md"
     run = _cli("compare-llms", *paths, "--backends", "builtin,faithful,sloppy", "--llm-config", config, "--out", out)
     assert run.returncode == 0, run.stderr
-    rows = {r["backend"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    rows = {r["backend"]: r for r in json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["rows"]}
     assert rows["builtin"]["rouge_l"] == 1.0 and rows["builtin"]["grounded_first"] == "2/2"
     assert rows["faithful"]["grounded_first"] == "2/2" and rows["faithful"]["shown_llm"] == "2/2"
     # the tumour-free case has no side to get wrong: one of two first reports fails, and is not shown
@@ -184,4 +184,4 @@ def test_compare_llms_table(server, tmp_path):
     for r in rows.values():
         assert all(r[m] is not None for m in ("flesch_reading_ease", "ttr", "mtld", "coherence", "bleu"))
     assert rows["faithful"]["rouge_l"] < 1.0
-    assert len(out.read_text().splitlines()) == 2 + 1 + 3
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2 + 1 + 3

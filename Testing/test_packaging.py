@@ -7,7 +7,7 @@ MODULE = Path(__file__).resolve().parents[1] / "BrainXAI"
 
 
 def _listed() -> set[str]:
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     return {m.replace("${MODULE_NAME}", "BrainXAI") for m in re.findall(r"^\s+(\S+\.\w+)\s*$", text, re.M)}
 
 
@@ -33,7 +33,7 @@ def test_nothing_generic_is_importable_from_module_paths():
 def test_every_widget_the_module_uses_is_in_the_ui_file():
     import xml.etree.ElementTree as ET
 
-    code = (MODULE / "BrainXAI.py").read_text()
+    code = (MODULE / "BrainXAI.py").read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", code))
     declared = {w.get("name") for w in ET.parse(MODULE / "Resources" / "UI" / "BrainXAI.ui").iter("widget")}
     assert used and used <= declared, used - declared
@@ -49,14 +49,14 @@ def test_icon_is_128_square_png():
 def test_catalog_entry_follows_the_extensions_index_schema_v1_0_1():
     import json
 
-    entry = json.loads((MODULE.parent / "BrainXAI.json").read_text())
+    entry = json.loads((MODULE.parent / "BrainXAI.json").read_text(encoding="utf-8"))
     allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                "build_subdirectory", "enabled", "tier"}  # the schema's properties; it forbids any other
     assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
     assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json#")
     assert entry["category"] == "Neuroimaging" and entry["tier"] in (1, 3, 5)
     assert entry.get("scm_type", "git") in ("git", "local") and "PyTorch" in entry["build_dependencies"]
-    top = (MODULE.parent / "CMakeLists.txt").read_text()
+    top = (MODULE.parent / "CMakeLists.txt").read_text(encoding="utf-8")
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in top and 'set(EXTENSION_CATEGORY "Neuroimaging")' in top
     # The Extension Manager shows these: each must be a file of this repository, at its raw URL.
     raw = "https://raw.githubusercontent.com/brainxai/SlicerBrainXAI/main/"
@@ -82,14 +82,14 @@ def test_requirements_leave_slicer_and_the_pytorch_extension_packages_alone():
     def names(lines):
         return {canonicalize_name(Requirement(line).name) for line in lines}
 
-    lines = [line.split("#")[0].strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
+    lines = [line.split("#")[0].strip() for line in (MODULE / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
     listed = names(line for line in lines if line)
     # Shipped with Slicer (numpy, SimpleITK, ...) or installed by PyTorchUtils (torch, torchvision): pip must never
     # replace them inside Slicer.
     assert not listed & {"numpy", "simpleitk", "pillow", "requests", "packaging", "setuptools", "torch", "torchvision"}
     import tomllib
 
-    declared = names(tomllib.loads((MODULE.parent / "pyproject.toml").read_text())["project"]["dependencies"])
+    declared = names(tomllib.loads((MODULE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"])
     assert listed <= declared, listed - declared  # nothing Slicer installs that the package does not use
 
 
@@ -99,14 +99,14 @@ def test_missing_requirements_reads_metadata_without_importing(tmp_path):
     module = _module()
     assert module.missingRequirements() == []  # this environment has every requirement
     reqs = tmp_path / "requirements.txt"
-    reqs.write_text("# a comment\n\npip>=1  # satisfied\nnumpy<1\nbrainxai-no-such-package>=1\n")
+    reqs.write_text("# a comment\n\npip>=1  # satisfied\nnumpy<1\nbrainxai-no-such-package>=1\n", encoding="utf-8")
     assert "pip" not in sys.modules  # installed, never imported by the tests
     assert module.missingRequirements(str(reqs)) == ["numpy<1", "brainxai-no-such-package>=1"]
     assert "pip" not in sys.modules
 
 
 def test_brainxai_test_is_registered_with_ctest():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"if\(BUILD_TESTING\)\s*(#.*\n\s*)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
 
 

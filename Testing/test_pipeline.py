@@ -175,9 +175,9 @@ def test_tcia_glioblastoma_is_called_glioma(data_dir, patient):
 def test_existing_output_is_refused_and_kept(brats_path, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "mine.txt").write_text("user data")
+    (out / "mine.txt").write_text("user data", encoding="utf-8")
     code = cli.main(["explain", str(brats_path), "--out", str(out)])
-    assert code == 2 and (out / "mine.txt").read_text() == "user data" and len(list(out.iterdir())) == 1
+    assert code == 2 and (out / "mine.txt").read_text(encoding="utf-8") == "user data" and len(list(out.iterdir())) == 1
 
 
 def test_failure_while_writing_leaves_nothing(brats_fast, tmp_path, monkeypatch):
@@ -195,7 +195,7 @@ def test_failure_while_writing_leaves_nothing(brats_fast, tmp_path, monkeypatch)
 def test_overwrite_replaces_whole_folder(brats_fast, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "stale.txt").write_text("old")
+    (out / "stale.txt").write_text("old", encoding="utf-8")
     pipeline.write_outputs(brats_fast, out, overwrite=True)
     assert not (out / "stale.txt").exists() and (out / "findings.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]

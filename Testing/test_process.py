@@ -62,7 +62,7 @@ def test_child_imports_the_package_the_parent_points_it_at(tmp_path):
     root.mkdir()
     (root / "brainxai").symlink_to(Path(brainxai.__file__).parent, target_is_directory=True)
     out = subprocess.run([sys.executable, "-c", "import brainxai; print(brainxai.__file__)"], env=child_env(root),
-                         capture_output=True, text=True, check=True, cwd=tmp_path.parent)
+                         capture_output=True, text=True, encoding="utf-8", check=True, cwd=tmp_path.parent)
     assert out.stdout.strip() == str(root / "brainxai" / "__init__.py")
     assert BackgroundExplain(None, tmp_path / "o").env["PYTHONPATH"].split(os.pathsep)[0] == str(
         Path(brainxai.__file__).resolve().parent.parent)
@@ -77,7 +77,7 @@ def test_background_run_writes_the_verified_llm_report(tmp_path):
                                 llm_settings={"base_url": server.url + "/v1", "model": "correct"}).start()
         assert job.wait(600) == 0
         assert server.requests and server.requests[-1]["path"] == "/v1/chat/completions"
-    record = json.loads((tmp_path / "out" / "report_llm.json").read_text())
+    record = json.loads((tmp_path / "out" / "report_llm.json").read_text(encoding="utf-8"))
     assert record["source"] == "llm" and record["attempts"][0]["verification"]["passed"]
-    assert "<html>" in (tmp_path / "out" / "report_llm.html").read_text()
+    assert "<html>" in (tmp_path / "out" / "report_llm.html").read_text(encoding="utf-8")
     assert (tmp_path / "out" / "report.html").is_file()  # the built-in report stays beside it

@@ -103,7 +103,7 @@ def test_atlas_segments_carry_names_colours_and_terminology(loaded):
     from importlib import resources
 
     rows = {r_["Name"]: r_ for r_ in csv.DictReader(
-        (resources.files("brainxai") / "data" / scene_mod.TERMINOLOGY_CSV).read_text().splitlines())}
+        (resources.files("brainxai") / "data" / scene_mod.TERMINOLOGY_CSV).read_text(encoding="utf-8").splitlines())}
     by_display = {atlas.display_name(name): row for name, row in rows.items()}
     segmentation = r.regions.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
@@ -191,7 +191,7 @@ def test_a_folder_without_findings_is_refused_and_scene_untouched(tmp_path):
         scene_mod.load_results(scene, tmp_path)
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "findings.json").write_text(json.dumps({"explanations": [{"method": "gradcam"}], "regions": []}))
+    (broken / "findings.json").write_text(json.dumps({"explanations": [{"method": "gradcam"}], "regions": []}), encoding="utf-8")
     with pytest.raises(Exception, match="cannot read"):
         scene_mod.load_results(scene, broken)
     assert scene.GetNumberOfNodes() == n
@@ -229,7 +229,7 @@ def test_rethreshold_reproduces_the_pipeline_and_moves_with_the_percentile(loade
     def mni_voxels():
         return int(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mni" / "mask_gradcam++.nii.gz"))).sum())
 
-    original = json.loads((out / "findings.json").read_text())
+    original = json.loads((out / "findings.json").read_text(encoding="utf-8"))
     saved = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mask_gradcam++.nii.gz"))).ravel()
     saved_mni = mni_voxels()
     np.testing.assert_array_equal(voxels(), saved)
@@ -237,19 +237,19 @@ def test_rethreshold_reproduces_the_pipeline_and_moves_with_the_percentile(loade
 
     stricter = scene_mod.rethreshold(r, "gradcam++", 97)
     assert 0 < voxels().sum() < saved.sum()
-    on_disk = json.loads((out / "findings.json").read_text())
+    on_disk = json.loads((out / "findings.json").read_text(encoding="utf-8"))
     assert on_disk == r.findings and stricter in on_disk["explanations"]
     assert stricter["threshold_percentile"] == 97 and stricter["mask_volume_ml"] < before["mask_volume_ml"]
     voxel_ml = np.prod(sitk.ReadImage(str(out / "mask_gradcam++.nii.gz")).GetSpacing()) / 1000
     assert stricter["mask_volume_ml"] == pytest.approx(voxels().sum() * voxel_ml, abs=1e-3)
     assert 0 < mni_voxels() < saved_mni  # the MNI copy follows
-    assert "percentile 97" in (out / "report.md").read_text() and "percentile 97" in (out / "report.html").read_text()
+    assert "percentile 97" in (out / "report.md").read_text(encoding="utf-8") and "percentile 97" in (out / "report.html").read_text(encoding="utf-8")
     assert on_disk["regions"] == original["regions"]  # regions come from the segmentation, not the CAM mask
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
 
     back = scene_mod.rethreshold(r, "gradcam++", 90)  # exactly the pipeline's mask and findings again
     np.testing.assert_array_equal(voxels(), saved)
-    assert back == before and json.loads((out / "findings.json").read_text()) == original
+    assert back == before and json.loads((out / "findings.json").read_text(encoding="utf-8")) == original
     assert mni_voxels() == saved_mni
 
 

@@ -46,7 +46,7 @@ def score(corpus: list[dict]) -> dict:
 
 
 def test_corpus_every_flaw_found_and_no_false_alarm():
-    corpus = json.loads((DATA / "report_corpus.json").read_text())
+    corpus = json.loads((DATA / "report_corpus.json").read_text(encoding="utf-8"))
     assert sum(bool(r["flaws"]) for r in corpus) >= 30 and sum(not r["flaws"] for r in corpus) >= 10
     s = score(corpus)
     assert s["missed"] == [] and s["false_alarms"] == [], s
@@ -58,7 +58,7 @@ def test_heldout_corpus_written_after_the_verifier():
     path = DATA / "report_corpus_heldout.json"
     if not path.exists():
         pytest.skip("no held-out corpus")
-    s = score(json.loads(path.read_text()))
+    s = score(json.loads(path.read_text(encoding="utf-8")))
     assert s["found"] / s["flaws"] >= HELDOUT_MIN_HIT_RATE, s
     assert len(s["false_alarms"]) <= HELDOUT_MAX_FALSE_ALARMS, s
 
@@ -72,7 +72,7 @@ def test_builtin_reports_always_pass(case):
 
 
 def _region_names():
-    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text()
+    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text(encoding="utf-8")
     return [display_name(r["Name"]) for r in csv.DictReader(text.splitlines())]
 
 

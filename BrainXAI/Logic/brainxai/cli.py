@@ -91,7 +91,7 @@ def _compare_llms(args) -> int:
     command = "brainxai compare-llms " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compare-llms"] else \
         "brainxai compare-llms"
     write(rows, args.out, command)
-    print(args.out.read_text())
+    print(args.out.read_text(encoding="utf-8"))
     return 0
 
 
@@ -153,7 +153,7 @@ def _evaluate(args) -> int:
     for bar in bars.values():
         bar.close()
     paths = write_metrics(metrics, out, args.overwrite)
-    print(Path(paths[1]).read_text())
+    print(Path(paths[1]).read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -180,7 +180,7 @@ def _compare(args) -> int:
     for row in compare(args.data, args.work, names, epochs=args.epochs, size=args.size, cache=args.cache):
         rows.append(row)
         write(rows, args.out, args.epochs, args.size, command)
-    print(Path(args.out).read_text())
+    print(Path(args.out).read_text(encoding="utf-8"))
     return 0
 
 
@@ -304,6 +304,9 @@ def _terminate(signum, frame):  # a parent's cancel (SIGTERM) unwinds like Ctrl-
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # an ASCII locale must not turn a report's "–" into a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None

@@ -51,7 +51,7 @@ def figshare_samples(root: Path) -> list[Sample]:
     table = root / "labels.csv"
     if not table.is_file():
         raise BrainXAIError(f"no labels.csv in {root}: point --data at the figshare folder of the shared data")
-    with open(table, newline="") as f:
+    with open(table, newline="", encoding="utf-8") as f:
         return [
             Sample(f"figshare:{r['index']}", int(r["index"]), r["label"], root / r["image"], root / r["mask"])
             for r in csv.DictReader(f)

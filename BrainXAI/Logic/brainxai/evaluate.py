@@ -442,8 +442,8 @@ def write_metrics(m: dict, out: Path, overwrite: bool = False) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = [p.with_name(f".{p.name}.tmp") for p in paths]
     try:
-        tmp[0].write_text(json.dumps(m, indent=2))
-        tmp[1].write_text(render_markdown(m))
+        tmp[0].write_text(json.dumps(m, indent=2), encoding="utf-8")
+        tmp[1].write_text(render_markdown(m), encoding="utf-8")
         save_plots(m, tmp[2], tmp[3], m["settings"]["model"]["classes"])
         for t, p in zip(tmp, paths):
             t.replace(p)

@@ -230,7 +230,7 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     net.eval()
     meta = ckpt.get("meta", {})
     card_path = path.with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     return LoadedModel(
         net=net,
         cfg=cfg,

@@ -40,6 +40,7 @@ def child_env(package_root: str | Path | None = None) -> dict[str, str]:
     import brainxai (or import another copy)."""
     root = Path(package_root) if package_root else Path(__file__).resolve().parent.parent
     env = dict(os.environ)
+    env["PYTHONIOENCODING"] = "utf-8"  # whatever the locale, the child writes what the parent decodes
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
@@ -77,7 +78,7 @@ class BackgroundExplain:
         kwargs = {"start_new_session": True} if os.name == "posix" else {
             "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
         self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=self.env, **kwargs)
+                                      encoding="utf-8", errors="replace", env=self.env, **kwargs)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for t in self._threads:

@@ -145,7 +145,7 @@ def _show_heat(node, threshold: float = 0.2) -> None:
 
 def _terminology_rows() -> dict[int, dict]:
     """Label value -> row of the shipped Harvard-Oxford colour/terminology table."""
-    text = (resources.files("brainxai") / "data" / TERMINOLOGY_CSV).read_text()
+    text = (resources.files("brainxai") / "data" / TERMINOLOGY_CSV).read_text(encoding="utf-8")
     return {int(r["LabelValue"]): r for r in csv.DictReader(text.splitlines())}
 
 
@@ -264,7 +264,7 @@ def load_results(scene, out_dir: str | Path, input_node=None, name: str | None =
     findings_path = out / "findings.json"
     if not findings_path.is_file():
         raise BrainXAIError(f"{out} has no findings.json: give a folder written by 'brainxai explain'")
-    findings = json.loads(findings_path.read_text())
+    findings = json.loads(findings_path.read_text(encoding="utf-8"))
     base = name or (input_node.GetName() if input_node is not None else "BrainXAI")
     created: list = []
     try:

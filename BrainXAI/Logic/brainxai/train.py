@@ -278,8 +278,8 @@ def train(
         "history": [{k: h[k] for k in ("epoch", "train_loss", "accuracy", "tumour_dice_mean")} for h in history],
         "intended_use": "research on explainability; not a medical device, not for clinical decisions",
     }
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
-    (out.parent / "MODEL_CARD.md").write_text(render_model_card(card))
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+    (out.parent / "MODEL_CARD.md").write_text(render_model_card(card), encoding="utf-8")
     return card
 
 

@@ -137,7 +137,7 @@ def _region_lexicon() -> list[tuple[re.Pattern, str]]:
     import csv
     from importlib import resources
 
-    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text()
+    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text(encoding="utf-8")
     names = {_base(r["Name"]) for r in csv.DictReader(text.splitlines())} | set(_SYNONYMS)
     entries: list[tuple[str, str]] = []
     for name in names:
