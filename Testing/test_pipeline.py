@@ -130,6 +130,16 @@ def test_healthy_ixi_volume_runs_end_to_end(ixi_result):
     assert (out / "report.html").is_file() and (out / "mni" / "tumor_segmentation.nii.gz").is_file()
 
 
+def test_builtin_reports_of_real_scans_pass_the_grounding_check(brats_cli, ixi_result):
+    """On real outputs (2 mm IXI: the template's name '..._1mm_...' must not read as a size claim)."""
+    from brainxai.verify import verify
+
+    for out in (brats_cli[1], ixi_result[1]):
+        findings = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+        result = verify(findings, (out / "report.md").read_text(encoding="utf-8"))
+        assert result.ok and len(result.claims) > 50, [c.line() for c in result.unsupported]
+
+
 IXI_SHORTFALL = (
     "default model: on the healthy non-contrast IXI head the segmentation head marks ~45 mL (mostly brain stem) as "
     "lesion and the lesion-weighted vote says meningioma (p 0.49, no_tumor 0.35); only 53% of its brain slices "

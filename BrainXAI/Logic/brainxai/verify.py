@@ -282,10 +282,20 @@ def _matches(token: str, values: list[float]) -> bool:
     return any(abs(v - x) <= tol for v in values)
 
 
+def _verbatim(value: str) -> re.Pattern:
+    """A findings string as it appears in a Markdown report: punctuation may be backslash-escaped and underscores
+    turned into spaces (emphasis is blanked before matching)."""
+    parts = [re.escape(c) if c.isalnum() or c == " " else r"\\?" + ("[_ ]" if c == "_" else re.escape(c))
+             for c in value]
+    return re.compile("".join(parts))
+
+
 class _Checker:
     def __init__(self, findings: dict):
         self.f = _facts(findings)
         self.claims: list[Claim] = []
+        # Names quoted from the findings (template, atlas, stop condition): their digits are not claims of their own.
+        self.quoted = [_verbatim(v) for v in self.f.strings if len(v) >= 6 and re.search(r"\d", v)]
 
     def add(self, kind, text, supported, reason, start):
         self.claims.append(Claim(kind, text.strip(), supported, "" if supported else reason, start))
@@ -385,6 +395,7 @@ class _Checker:
         f = self.f
         listed = re.match(r"\s*(?:[-*+]\s+)?(\d+)[.)]\s", s)  # an ordered-list marker is not a claim
         coord_sentence = bool(_COORD_CONTEXT.search(s))
+        taken = taken + [m.span() for q in self.quoted for m in q.finditer(s)]
         if coord_sentence:  # MNI coordinates: each axis against the centroid's, in order
             for m in _TRIPLE.finditer(s):
                 values = [v for v in m.groups() if v is not None]
