@@ -69,7 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path not in ("/v1/chat/completions", "/api/chat"):
             return self._send(404, json.dumps({"error": "not found"}))
         model, messages = body["model"], body["messages"]
-        count = self.server.calls[model] = self.server.calls.get(model, 0) + 1
+        key = (model, self.path)  # counted per protocol, so each protocol sees the same script
+        count = self.server.calls[key] = self.server.calls.get(key, 0) + 1
         if model == "stall":
             time.sleep(STALL_S)
         if model == "server-error":
@@ -77,10 +78,23 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, json.dumps({"error": "internal", "auth": self.headers.get("Authorization")}))
         if model == "rate-limited" and count == 1:
             return self._send(429, json.dumps({"error": "slow down"}), {"Retry-After": "0"})
+        if model == "retry-after-1" and count == 1:
+            return self._send(429, json.dumps({"error": "slow down"}), {"Retry-After": "1"})
+        if model == "always-429":
+            return self._send(429, json.dumps({"error": "slow down"}))
+        if model == "flaky-500" and count == 1:
+            return self._send(503, json.dumps({"error": "warming up"}))
+        if model == "bad-request":
+            return self._send(400, json.dumps({"error": "unknown parameter"}))
+        if model == "redirect":
+            return self._send(307, "{}", {"Location": "http://192.0.2.1/v1/chat/completions"})
+        if model == "refusal":
+            text = "I'm sorry, I can't help with writing a medical report."
+            return self._send(200, json.dumps({"choices": [{"message": {"content": text}}]}))
         if model == "malformed":
             return self._send(200, '{"choices": [ {"message": ')
         regenerated = len(messages) > 2  # the client sent back the failed report with its feedback
-        flaw = None if model in ("correct", "rate-limited", "stall") or (model == "fixes-on-retry" and regenerated) \
+        flaw = None if model in ("correct", "rate-limited", "stall", "retry-after-1", "flaky-500") or (model == "fixes-on-retry" and regenerated) \
             else {"fixes-on-retry": "invent-region"}.get(model, model)
         text = write_report(_findings(messages), flaw)
         if self.path == "/api/chat":
@@ -96,7 +110,7 @@ class LLMServer(ThreadingHTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict] = []
-        self.calls: dict[str, int] = {}
+        self.calls: dict[tuple[str, str], int] = {}
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property

@@ -185,3 +185,87 @@ def test_compare_llms_table(server, tmp_path):
         assert all(r[m] is not None for m in ("flesch_reading_ease", "ttr", "mtld", "coherence", "bleu"))
     assert rows["faithful"]["rouge_l"] < 1.0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 2 + 1 + 3
+
+
+@pytest.mark.parametrize("protocol", ["openai", "ollama"])
+def test_retries_5xx_then_success_and_honours_retry_after(server, protocol):
+    import time
+
+    assert complete(backend(server, "flaky-500", protocol), build_messages(glioma_case())).attempts == 2
+    t0 = time.monotonic()
+    c = complete(backend(server, "retry-after-1", protocol), build_messages(glioma_case()))
+    assert c.attempts == 2 and time.monotonic() - t0 >= 0.9  # waited as told, not the 0.01 s backoff
+
+
+def test_retries_run_out_and_client_errors_are_not_retried(server):
+    key = ("always-429", "/v1/chat/completions")
+    before = server.calls.get(key, 0)
+    with pytest.raises(BrainXAIError, match="HTTP 429 after 3 attempt"):
+        complete(backend(server, "always-429", max_retries=2), build_messages(glioma_case()))
+    assert server.calls[key] - before == 3
+    with pytest.raises(BrainXAIError, match="HTTP 400 after 1 attempt"):
+        complete(backend(server, "bad-request"), build_messages(glioma_case()))
+
+
+def test_redirects_are_not_followed(server):
+    """A 'local' server must not be able to send the findings (and the key) elsewhere."""
+    with pytest.raises(BrainXAIError, match="redirect .*not followed"):
+        complete(backend(server, "redirect"), build_messages(glioma_case()))
+
+
+def test_a_refusal_is_not_shown_as_a_verified_report(server):
+    outcome = llm_report.generate(glioma_case(), backend(server, "refusal"))
+    assert outcome.source == "builtin" and "no diagnosis stated" in outcome.banner
+    assert all(a["missing_diagnosis"] for a in outcome.attempts)
+
+
+@pytest.mark.parametrize("url", ["http://evil.example\\@localhost/v1", "http://127.0.0.1@evil.example/v1",
+                                 "http://evil.localhost/v1", "http://localhost.evil.example/v1",
+                                 "https://api.x.ai/v1", "http://10.0.0.5:8000/v1"])
+def test_only_this_machine_counts_as_local(url):
+    assert not is_local(url)
+    with pytest.raises(BrainXAIError, match="off this machine"):
+        complete(Backend("b", "openai", url, "m"), build_messages(glioma_case()))
+
+
+def test_local_requests_ignore_proxy_settings(server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy would see the findings; this one is dead
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    assert complete(backend(server, "correct"), build_messages(glioma_case())).attempts == 1
+
+
+def test_keys_never_leak(server, monkeypatch):
+    monkeypatch.setenv("BRAINXAI_LLM_API_KEY", KEY + "\n")  # requests would quote the header value in its error
+    with pytest.raises(BrainXAIError) as info:
+        complete(backend(server, "correct"), build_messages(glioma_case()))
+    assert KEY not in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.setenv("BRAINXAI_LLM_API_KEY", KEY)
+    monkeypatch.setenv("MISTRAL_API_KEY", "mistral-own-key")
+    from brainxai.llm import _api_key
+
+    assert _api_key(load_backend("mistral")) == "mistral-own-key"  # never the generic key to a provider
+    b = Backend("b", "openai", f"http://user:{KEY}@127.0.0.1:1/v1?key={KEY}", "m")
+    assert KEY not in json.dumps(b.public())
+    monkeypatch.setenv("BRAINXAI_LLM_API_KEY", "x" * 195 + KEY)  # straddles the 200-character cut
+    from brainxai.llm import _redact
+
+    assert "sk-" not in _redact("Bearer " + "x" * 195 + KEY, "x" * 195 + KEY)
+
+
+def test_the_panel_no_to_cloud_wins_over_config_and_environment(tmp_path, monkeypatch):
+    from brainxai.process import BackgroundExplain
+
+    monkeypatch.setenv("BRAINXAI_LLM_ALLOW_CLOUD", "1")
+    job = BackgroundExplain(None, tmp_path / "o", llm="grok", allow_cloud=False)
+    assert job.env["BRAINXAI_LLM_ALLOW_CLOUD"] == "0" and "--allow-cloud" not in job.command
+    monkeypatch.setenv("BRAINXAI_LLM_ALLOW_CLOUD", job.env["BRAINXAI_LLM_ALLOW_CLOUD"])
+    assert not load_backend("grok").allow_cloud
+
+
+def test_explain_refuses_a_cloud_backend_before_the_analysis(tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    run = _cli("explain", "--demo", "--out", tmp_path / "o", "--llm", "grok")
+    assert run.returncode == 2 and "--allow-cloud" in run.stderr and not (tmp_path / "o").exists()
+    assert time.monotonic() - t0 < 30  # said at once, not after the pipeline

@@ -99,3 +99,42 @@ def test_builtin_reports_pass_on_random_findings(seed):
                  dice_vs_segmentation=round(rng.uniform(0, 1), 3), threshold_percentile=rng.choice([85, 90, 95]))
     result = verify(f, render_markdown(build_report(f), f))
     assert result.ok, [c.line() for c in result.unsupported]
+
+
+@pytest.mark.parametrize("text, flagged", [
+    ("Findings favour meningioma over the other classes.", "meningioma"),
+    ("Glioma versus meningioma; meningioma most likely.", "meningioma"),
+    ("The lesion is not in the right hemisphere.", "right hemisphere"),
+    ("The right hemisphere is spared.", "right hemisphere"),
+    ("It involves both cerebral hemispheres.", "both cerebral hemispheres"),
+    ("A grade IV glioma.", "grade IV"),
+    ("A benign tumour.", "benign"),
+    ("Registration to MNI space failed.", "failed"),
+    ("Recommend neurosurgical resection.", "resection"),
+    ("The lesion measures forty millilitres.", "forty millilitres"),
+    ("The lesion measures 41 millilitres.", "41 millilitres"),
+    ("Lesion volume: 41.", "41"),
+    ("The classifier gives glioma a probability of fifty percent.", "fifty percent"),
+    ("The scan is normal.", "scan is normal"),
+])
+def test_tricky_wrong_statements_are_caught(text, flagged):
+    """Found in review: claims a report can make that an earlier version let pass (glioma case, right-sided)."""
+    result = verify(glioma_case(), text)
+    assert any(flagged.lower() in c.text.lower() for c in result.unsupported), [c.line() for c in result.claims]
+
+
+@pytest.mark.parametrize("text", [
+    "Glioma is favoured over meningioma (0.04).",
+    "Meningioma is less likely.",
+    "The lesion does not cross the midline.",
+    "The lesion measures twenty-three millilitres (23430 mm3).",
+    "The model estimates a ninety-three percent likelihood of glioma.",
+])
+def test_true_statements_in_other_words_pass(text):
+    result = verify(glioma_case(), text)
+    assert result.ok, [c.line() for c in result.unsupported]
+
+
+def test_a_report_that_says_nothing_does_not_state_the_diagnosis():
+    assert not verify(glioma_case(), "I'm sorry, I can't provide a medical report.").states_diagnosis
+    assert verify(glioma_case(), "Glioma favoured (0.93).").states_diagnosis

@@ -32,6 +32,12 @@ def _explain(args) -> int:
         bars[0].set_description_str(stage)
         bars[0].update(round(fraction * 100, 1) - bars[0].n)
 
+    if args.llm:  # an unknown backend or a refused cloud endpoint is said before minutes of analysis
+        from .llm import check_allowed
+
+        backend = _backend(args)
+        if backend is not None:
+            check_allowed(backend)
     opts = Options(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         threshold_percentile=args.threshold,

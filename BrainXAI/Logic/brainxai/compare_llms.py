@@ -37,7 +37,8 @@ def compare(findings_paths: list[Path], backends: list[str], config: Path | None
     for name in backends:
         backend = None if name == "builtin" else load_backend(name, config, allow_cloud=True if allow_cloud else None)
         per_report, grounded, unsupported, shown, errors = [], 0, [], 0, 0
-        for _, findings in cases:
+        reports = []
+        for path, findings in cases:
             reference = builtin.render_markdown(builtin.build_report(findings), findings)
             outcome = generate(findings, backend)
             first = outcome.attempts[0] if outcome.attempts else None
@@ -49,6 +50,9 @@ def compare(findings_paths: list[Path], backends: list[str], config: Path | None
                 n_bad = 0 if first is None else len(first["verification"]["unsupported"])
                 grounded += n_bad == 0
                 unsupported.append(n_bad)
+                reports.append({"findings": Path(path).name if len(cases) == len({Path(p).name for p, _ in cases})
+                                else str(path), **per_report[-1], "unsupported_first": n_bad,
+                                "shown": outcome.source})
             shown += outcome.source == "llm" or backend is None
             if progress:
                 progress()
@@ -56,6 +60,7 @@ def compare(findings_paths: list[Path], backends: list[str], config: Path | None
                "reports": len(cases), **{m: _mean([r[m] for r in per_report]) for m in METRICS},
                "grounded_first": f"{grounded}/{len(per_report)}", "unsupported_per_report": _mean(unsupported),
                "shown_llm": f"{shown}/{len(cases)}", "errors": errors}
+        row["per_report"] = reports
         if backend is not None:
             row["settings"] = {k: v for k, v in backend.public().items() if k in ("base_url", "temperature", "seed")}
         rows.append(row)

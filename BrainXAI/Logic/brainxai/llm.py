@@ -45,9 +45,12 @@ class Backend:
     allow_cloud: bool = False
 
     def public(self) -> dict:
-        """What may be recorded next to a report: everything but the key's source."""
+        """What may be recorded next to a report: no key source, and the URL without user info or query."""
         d = asdict(self)
         d.pop("api_key_env")
+        parts = urlparse(self.base_url)
+        host = parts.netloc.rsplit("@", 1)[-1]  # user info (maybe a key) never recorded
+        d["base_url"] = parts._replace(netloc=host, query="", fragment="").geturl()
         return d
 
 
@@ -121,20 +124,41 @@ def load_backend(name: str, config: str | Path | None = None, **overrides) -> Ba
     return backend
 
 
+def _host(url: str) -> str:
+    """The host requests will really connect to (urllib3's parser, as requests uses), or '' for a URL we refuse
+    to interpret: user info ('user@host') and backslashes let two parsers disagree about the host."""
+    from urllib3.util import parse_url
+
+    if "@" in url or "\\" in url:
+        return ""
+    try:
+        return (parse_url(requests.Request("POST", url).prepare().url).host or "").strip("[]").lower()
+    except (requests.RequestException, ValueError):
+        return ""
+
+
 def is_local(url: str) -> bool:
     """True for this machine only (localhost, 127.0.0.0/8, ::1): every other host counts as cloud."""
-    host = urlparse(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
+    host = _host(url)
+    if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def _api_key(backend: Backend) -> str | None:
-    return os.environ.get(ENV_PREFIX + "API_KEY") or (os.environ.get(backend.api_key_env)
-                                                      if backend.api_key_env else None)
+    """The backend's own key variable first (a Mistral key must never go to x.ai); the generic
+    BRAINXAI_LLM_API_KEY only for backends that name none."""
+    key = os.environ.get(backend.api_key_env) if backend.api_key_env else os.environ.get(ENV_PREFIX + "API_KEY")
+    if key is not None and (not key.strip() or any(c.isspace() or ord(c) > 255 for c in key)):
+        env = backend.api_key_env or ENV_PREFIX + "API_KEY"
+        raise BrainXAIError(f"the API key in {env} contains spaces, line breaks or non-Latin characters: set it "
+                            "again, exactly as the provider gave it")
+    return key
 
 
 def check_allowed(backend: Backend) -> str | None:
@@ -256,8 +280,10 @@ def _content(backend: Backend, data) -> str:
 
 
 def _redact(text: str, key: str | None) -> str:
-    text = " ".join(text.split())[:200]
-    return text.replace(key, "[key]") if key else text
+    text = " ".join(text.split())
+    if key:  # replace before cutting, so no part of the key survives at the cut
+        text = text.replace(key, "[key]")
+    return text[:200]
 
 
 def complete(backend: Backend, messages: list[dict], session: requests.Session | None = None) -> Completion:
@@ -268,17 +294,27 @@ def complete(backend: Backend, messages: list[dict], session: requests.Session |
         headers["Authorization"] = f"Bearer {key}"
     url, body = _request(backend, messages)
     http = session or requests.Session()
+    if is_local(backend.base_url):
+        http.trust_env = False  # no proxy from the environment: local findings stay on this machine
     start = time.monotonic()
     for attempt in range(1, backend.max_retries + 2):
         try:
-            response = http.post(url, json=body, headers=headers, timeout=(min(10.0, backend.timeout_s),
-                                                                              backend.timeout_s))
+            # No redirects: a 307 would resend the findings (and the key) to wherever it points.
+            response = http.post(url, json=body, headers=headers, allow_redirects=False,
+                                 timeout=(min(10.0, backend.timeout_s), backend.timeout_s))
         except requests.Timeout:
             raise BrainXAIError(f"LLM backend '{backend.name}' did not answer within {backend.timeout_s:g} s: "
                                 "try again, or raise timeout_s") from None
         except requests.ConnectionError:
-            raise BrainXAIError(f"cannot reach LLM backend '{backend.name}' at {backend.base_url}: is the server "
-                                "running and the URL right?") from None
+            raise BrainXAIError(f"cannot reach LLM backend '{backend.name}' at {backend.public()['base_url']}: is "
+                                "the server running and the URL right?") from None
+        except (requests.RequestException, UnicodeError, ValueError) as exc:
+            # Never the exception's text: requests puts header values (the key) into some of its messages.
+            raise BrainXAIError(f"LLM request to backend '{backend.name}' failed ({type(exc).__name__}): check "
+                                "base_url and the key's format") from None
+        if 300 <= response.status_code < 400:
+            raise BrainXAIError(f"LLM backend '{backend.name}' answered with a redirect (HTTP "
+                                f"{response.status_code}), which is not followed: set base_url to the final address")
         if response.status_code in RETRY_STATUS and attempt <= backend.max_retries:
             delay = backend.backoff_s * 2 ** (attempt - 1)
             retry_after = response.headers.get("Retry-After", "")

@@ -76,13 +76,17 @@ def generate(findings: dict, backend: Backend | None, session: requests.Session 
         check = verify(findings, completion.text)
         attempts.append({"seconds": completion.seconds, "http_attempts": completion.attempts,
                          "verification": check.summary(), "usage": completion.usage, "report": completion.text})
-        if check.ok:
+        if check.ok and check.states_diagnosis:
             return ReportOutcome(completion.text + _footer(backend), "llm", None, backend.public(), attempts)
         lines = [c.line() for c in check.unsupported]
-        kinds = sorted({c.kind.replace("_", " ") for c in check.unsupported})
+        if not check.states_diagnosis:  # a refusal or an empty text makes no false claim, and says nothing
+            lines.append(f"missing: the report does not state the classifier's result ({findings['diagnosis']['label']})")
+        attempts[-1]["missing_diagnosis"] = not check.states_diagnosis
+        kinds = sorted({c.kind.replace("_", " ") for c in check.unsupported} |
+                       ({"no diagnosis stated"} if not check.states_diagnosis else set()))
         # The banner names the kinds only: the reader should not be shown the false claims themselves.
-        reason = (f"its report still made {len(lines)} claim(s) the findings do not support ({', '.join(kinds)}) "
-                  f"after {len(attempts)} attempt(s)")
+        reason = (f"its report still failed the check after {len(attempts)} attempt(s) ({', '.join(kinds)}; "
+                  f"{len(lines)} problem(s))")
         messages = messages + [{"role": "assistant", "content": completion.text},
                                {"role": "user", "content": _feedback(lines)}]
     markdown, banner = _fallback(findings, reason)

@@ -68,6 +68,8 @@ class BackgroundExplain:
         for key, value in (llm_settings or {}).items():  # e.g. base_url, model: BRAINXAI_LLM_* for the child only
             if value:
                 self.env["BRAINXAI_LLM_" + key.upper()] = str(value)
+        if not allow_cloud:  # the caller's "no" wins over a config file or an inherited variable
+            self.env["BRAINXAI_LLM_ALLOW_CLOUD"] = "0"
         self._proc: subprocess.Popen | None = None
         self._events: queue.Queue = queue.Queue()
         self._stderr: list[str] = []

@@ -27,6 +27,7 @@ class Claim:
     supported: bool
     reason: str = ""
     start: int = 0
+    subject: str = ""  # for tumour-type claims: the class named
 
     def line(self) -> str:
         return f'unsupported {self.kind}: "{self.text}" ({self.reason})'
@@ -44,6 +45,12 @@ class Verification:
     def ok(self) -> bool:
         return not self.unsupported
 
+    @property
+    def states_diagnosis(self) -> bool:
+        """Whether the report says what the classifier concluded (a refusal or an empty text has no false claim,
+        and says nothing either)."""
+        return any(c.supported and c.subject == "diagnosis" for c in self.claims)
+
     def summary(self) -> dict:
         return {"claims": len(self.claims), "unsupported": [c.line() for c in self.unsupported], "passed": self.ok}
 
@@ -60,11 +67,13 @@ _CLASS_PATTERNS = {
 # More specific (or other) diagnoses than the four classes: the findings cannot support them.
 _OTHER_DIAGNOSES = (r"glioblastomas?|gbm|astrocytomas?|oligodendrogliomas?|ependymomas?|medulloblastomas?|"
                     r"metastas[ie]s|metastatic|lymphomas?|schwannomas?|craniopharyngiomas?|abscess(?:es)?|"
-                    r"high[- ]grade|low[- ]grade|who grade \w+")
+                    r"high[- ]grade|low[- ]grade|(?:who )?grade (?:i{1,3}v?|iv|[1-4])|benign|malignan\w+|"
+                    r"multifocal|multicentric|extra-?axial|intra-?axial")
 # Imaging findings the analysis never measures: stating them, or their absence, is not grounded.
 _UNMEASURED = (r"o?edema(?:tous)?|mass effect|midline shift|haemorrhag\w*|hemorrhag\w*|hydrocephalus|herniation|"
                r"(?:ring[- ])?enhanc\w+|necro\w+|calcifi\w+|infarct\w*|restricted diffusion|diffusion restriction|"
-               r"cyst(?:ic)?|dural tail|vasogenic|effacement|infiltrat\w+|invasion|invasive")
+               r"cyst(?:ic)?|dural tail|vasogenic|effacement|infiltrat\w+|invasion|invasive|"
+               r"resection|biopsy|surgery|surgical|neurosurg\w+|radiotherapy|chemotherapy|metastatic work-?up")
 _PRESENCE = r"lesion|mass|tumou?r|neoplasm|abnormality"
 # "a ... lesion", "there is ... mass", "lesion is seen": the noun asserted to exist, not used as a technical term.
 _ASSERTED_BEFORE = re.compile(r"(?:\b(?:a|an|one|there is|there are|shows?|demonstrates?|reveals?|consistent with|"
@@ -78,8 +87,18 @@ _NEGATION_AFTER = re.compile(r"\b(?:is|are|was|were|remains?)\s+(?:spared|uninvo
                              r"unaffected|intact)\b", re.I)
 _CLAUSE_START = re.compile(r".*(?:[;,:(]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\band\b)", re.I | re.S)
 _CLAUSE_END = re.compile(r"[;,:(]|\bbut\b|\bhowever\b|\bwhile\b|\bwhereas\b|\band\b(?= (?:the|a|an|it)\b)", re.I)
-_HEDGE = re.compile(r"\b(?:less likely|unlikely|lower|alternatives?|differential|second|versus|vs\.?|compared|"
-                    r"over|rather than|followed by)\b", re.I)
+# A class named as the alternative: the hedge comes before it ("over meningioma") or right after it
+# ("meningioma is less likely"), in the same clause; a hedge elsewhere in the sentence does not count.
+_HEDGE_BEFORE = re.compile(r"\b(?:over|rather than|than|versus|vs\.?|compared (?:to|with)|differential(?: diagnosis)?"
+                           r"(?: includes?)?|alternatives?(?: include)?|less likely|unlikely|lower for)\W+(?:an?\s+|the\s+)?$",
+                           re.I)
+_HEDGE_AFTER = re.compile(r"^\W*(?:is|was|appears|seems|remains)?\s*(?:much\s+|far\s+)?(?:less likely|unlikely|"
+                          r"lower|second|improbable)\b", re.I)
+
+
+def _hedged(sentence: str, m: re.Match) -> bool:
+    before = re.split(r"[;:.]", sentence[max(0, m.start() - 40):m.start()])[-1]
+    return bool(_HEDGE_BEFORE.search(before) or _HEDGE_AFTER.match(sentence[m.end():m.end() + 30]))
 
 # Harvard-Oxford names without side, and synonyms a radiologist uses.
 _SYNONYMS = {
@@ -263,12 +282,33 @@ def _inside(pos: int, spans) -> bool:
     return any(a <= pos < b for a, b in spans)
 
 
-_SIDE = re.compile(r"\b(left|right)(?:[- ]sided|[- ]hemispher\w*)?\b|\b(bilateral(?:ly)?|both hemispheres|midline)\b",
+_SIDE = re.compile(r"\b(left|right)(?:[- ]sided|[- ]hemispher\w*)?\b|\b(bilateral(?:ly)?|both (?:cerebral )?"
+                   r"hemispheres|midline)\b",
                    re.I)
 _NUM = r"[-−]?\d+(?:\.\d+)?"
 # A number not glued to a word (T1, MNI152, H1, hex digests), an ordinal of a percentile, and its unit.
 _NUMBER = re.compile(r"(?<![\w.\-−])(?<![A-Za-z]-)([-−]?\d+(?:\.\d+)*)((?:st|nd|rd|th)(?=\s+percentile))?"
-                     r"(\s*(?:%|percent|per cent|mL|ml|cc|cm3|cm³|mm)(?![A-Za-z])|(?!\w))", re.I)
+                     r"(\s*(?:%|percent|per cent|mL|ml|millilit(?:re|er)s?|cc|cm3|cm³|mm3|mm³|cubic mm|mm)(?![A-Za-z])"
+                     r"|(?!\w))", re.I)
+_UNITS = {"ml": "ml", "millilitre": "ml", "milliliter": "ml", "millilitres": "ml", "milliliters": "ml", "cc": "ml",
+          "cm3": "ml", "cm³": "ml", "mm3": "mm3", "mm³": "mm3", "cubic mm": "mm3", "%": "%", "percent": "%",
+          "per cent": "%", "mm": "mm"}
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+# A number in words with a unit ("twenty-three millilitres", "fifty percent"): checked like digits.
+_WORD_NUMBER = re.compile(rf"\b((?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(_ONES[1:10])}))?|{'|'.join(_ONES)}|"
+                          r"(?:one |a )?hundred)\s+(percent|per cent|millilit(?:re|er)s?|ml|cc|slices?)\b", re.I)
+
+
+def _word_value(words: str) -> int:
+    words = words.lower().replace("-", " ").split()
+    if words[-1] == "hundred":
+        return 100
+    value = 0
+    for w in words:
+        value += _ONES.index(w) if w in _ONES else 10 * (_TENS.index(w) + 2)
+    return value
 _TRIPLE = re.compile(rf"(?:\bx\s*=\s*({_NUM})\s*(?:mm)?\s*,?\s*y\s*=\s*({_NUM})\s*(?:mm)?\s*,?\s*(?:and\s+)?z\s*=\s*"
                      rf"({_NUM}))|(?<![\w.])({_NUM})\s*(?:mm)?\s*,\s*({_NUM})\s*(?:mm)?\s*,\s*(?:and\s+)?({_NUM})(?![\w.]*\d)",
                      re.I)
@@ -297,8 +337,8 @@ class _Checker:
         # Names quoted from the findings (template, atlas, stop condition): their digits are not claims of their own.
         self.quoted = [_verbatim(v) for v in self.f.strings if len(v) >= 6 and re.search(r"\d", v)]
 
-    def add(self, kind, text, supported, reason, start):
-        self.claims.append(Claim(kind, text.strip(), supported, "" if supported else reason, start))
+    def add(self, kind, text, supported, reason, start, subject=""):
+        self.claims.append(Claim(kind, text.strip(), supported, "" if supported else reason, start, subject))
 
     # -- tumour types and presence -------------------------------------------------------------------------
     def tumour(self, s: str, off: int, neg, taken: list):
@@ -317,20 +357,22 @@ class _Checker:
                     percent = bool(prob.group(2)) or float(raw) > 1
                     ok = _matches(raw, [f.probabilities[cls] * (100 if percent else 1)])
                     self.add("number", m.group() + after[:prob.end()], ok,
-                             f"the findings give {cls} probability {f.probabilities[cls]:.2f}", off + m.start())
+                             f"the findings give {cls} probability {f.probabilities[cls]:.2f}", off + m.start(),
+                             "diagnosis" if cls == f.label else "")
                     taken.append((m.end(), m.end() + prob.end()))
                     continue
                 negated = _inside(m.start(), neg)
+                subject = "diagnosis" if cls == f.label else ""
                 if cls == "no_tumor":
                     self.add("negation", m.group(), f.label == "no_tumor",
-                             f"the findings' class is {f.label}", off + m.start())
+                             f"the findings' class is {f.label}", off + m.start(), subject)
                 elif negated:
                     self.add("negation", m.group(), cls != f.label,
                              f"the findings' class is {f.label}, which this denies", off + m.start())
-                elif cls != f.label and not _HEDGE.search(s):
+                elif cls != f.label and not _hedged(s, m):
                     self.add("tumour_type", m.group(), False, f"the findings' class is {f.label}", off + m.start())
                 else:
-                    self.add("tumour_type", m.group(), True, "", off + m.start())
+                    self.add("tumour_type", m.group(), True, "", off + m.start(), subject)
         for m in re.finditer(rf"\b(?:{_OTHER_DIAGNOSES})\b", s, re.I):
             if _inside(m.start(), neg):
                 self.add("negation", m.group(), False, "the findings say nothing about this", off + m.start())
@@ -373,18 +415,23 @@ class _Checker:
         f = self.f
         for m in _SIDE.finditer(s):
             side = (m.group(1) or m.group(2)).lower()
-            side = "bilateral" if side.startswith("bilateral") or side == "both hemispheres" else side
-            if _inside(m.start(), neg):
-                continue  # "not on the left": the positive claim, if any, is checked where it is made
+            side = "bilateral" if side.startswith(("bilateral", "both")) else side
+            negated = _inside(m.start(), neg)
             # A side written next to a region names that region's side, else the lesion's.
             near = [(a, key) for a, key in anatomy if 0 <= a.start() - m.end() <= 3]  # "right putamen"
             near = near or [(a, key) for a, key in anatomy  # "Insular Cortex (right)"
                             if re.fullmatch(r"\s*\(\s*", s[a.end():m.start()]) and m.start() > a.end()]
             if near and not near[0][1].startswith(("group:", "other:")):
-                ok = side in self.f.regions.get(near[0][1], set())
+                on_side = side in self.f.regions.get(near[0][1], set())
+                if negated:  # "the left putamen is spared": the region is not involved on that side
+                    continue  # checked as a region negation, which knows the side only through the region name
                 self.add("laterality", f"{m.group()} {near[0][0].group()}" if m.start() < near[0][0].start()
-                         else f"{near[0][0].group()} {m.group()}", ok,
+                         else f"{near[0][0].group()} {m.group()}", on_side,
                          f"the findings do not place the {near[0][1]} on the {side}", off + m.start())
+            elif negated:  # "not in the right hemisphere": only true if the findings put it elsewhere
+                self.add("negation", m.group(), bool(f.sides) and side not in f.sides,
+                         "the findings' lesion side is " + (", ".join(sorted(f.sides)) or "not given"),
+                         off + m.start())
             else:
                 self.add("laterality", m.group(), side in f.sides,
                          "the findings' lesion side is " + (", ".join(sorted(f.sides)) or "not given"),
@@ -409,14 +456,18 @@ class _Checker:
                 continue
             if any(a <= m.start() < b for a, b in taken):
                 continue
-            token, unit = m.group(1), (m.group(3) or "").strip().lower()
+            token, unit = m.group(1), _UNITS.get((m.group(3) or "").strip().lower(), "")
             quoted = any(re.search(rf"(?<![\d.]){re.escape(token)}(?![\d])", st) for st in f.strings)
             if token.count(".") > 1:  # a version: only verbatim
                 self.add("number", m.group(), quoted, "not in the findings", off + m.start())
                 continue
-            if unit in ("ml", "cc", "cm3", "cm³"):
+            volume_word = (not unit and re.search(r"\bvolume\b[^.;\d]{0,20}$", s[:m.start()], re.I)
+                           and not re.match(r"\s*(?:×|x\b|voxels?\b)", s[m.end():], re.I))  # "volume of 240 × 240"
+            if unit == "ml" or volume_word:
                 values, what = f.numbers["ml"], "volume"
-            elif unit in ("%", "percent", "per cent") or m.group(2):
+            elif unit == "mm3":
+                values, what = [1000 * v for v in f.numbers["ml"]], "volume (mm³)"
+            elif unit == "%" or m.group(2):
                 values, what = f.numbers["percent"], "percentage"
                 of = s[m.end():m.end() + 40]
                 region = next((key for a, key in anatomy if 0 < a.start() - m.end() <= 30 and
@@ -432,6 +483,15 @@ class _Checker:
                 values, what = f.numbers["any"], "value"
             self.add("number", m.group(), _matches(token, values) or (quoted and not unit),
                      f"no findings {what} rounds to {token}", off + m.start())
+
+    def number_words(self, s: str, off: int):
+        f = self.f
+        for m in _WORD_NUMBER.finditer(s):
+            value, unit = _word_value(m.group(1)), m.group(2).lower()
+            values = (f.numbers["percent"] if "cent" in unit else f.numbers["any"] if unit.startswith("slice")
+                      else f.numbers["ml"])
+            self.add("number", m.group(), _matches(str(value), values), f"no findings value rounds to {value}",
+                     off + m.start())
 
     def unmeasured(self, s: str, off: int, neg):
         for m in re.finditer(rf"\b(?:{_UNMEASURED})\b", s, re.I):
@@ -450,6 +510,16 @@ class _Checker:
             denied = _inside(m.start(), neg)
             self.add("negation" if denied else "finding", m.group(), denied != self.f.has_warnings,
                      "the findings carry " + ("warnings" if self.f.has_warnings else "no warnings"), off + m.start())
+        for m in re.finditer(r"\bregistration\b[^.;]*?\b(fail\w*|succe\w+|unsuccessful)\b", s, re.I):
+            failed = m.group(1).lower().startswith(("fail", "unsucc")) != _inside(m.start(1), neg)
+            ok = self.f.converged is not None and failed != self.f.converged
+            self.add("finding", m.group(1), ok, "the findings say registration " + (
+                "did not run" if self.f.converged is None else "converged" if self.f.converged else
+                "did not converge"), off + m.start(1))
+        for m in re.finditer(r"\b(?:normal|unremarkable) (?:scan|study|examination|mri|brain)\b|\b(?:scan|study|"
+                             r"examination|brain) (?:is|was|appears) (?:normal|unremarkable)\b", s, re.I):
+            self.add("finding", m.group(), self.f.label == "no_tumor" and self.f.lesion_ml == 0,
+                     f"the findings report a {self.f.lesion_ml:g} mL lesion ({self.f.label})", off + m.start())
         if re.search(r"\bconverg\w*", s, re.I) and self.f.converged is not None:
             denied = bool(_negated_spans(s)) or re.search(r"\bfail\w*|\bdid not\b", s, re.I)
             m = re.search(r"\bconverg\w*", s, re.I)
@@ -471,4 +541,5 @@ def verify(findings: dict, report: str) -> Verification:
         checker.sides(plain, off, neg, anatomy)
         checker.unmeasured(plain, off, neg)
         checker.numbers(plain, off, taken, anatomy)
+        checker.number_words(plain, off)
     return Verification(sorted(checker.claims, key=lambda c: c.start))
