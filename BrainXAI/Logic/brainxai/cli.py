@@ -101,6 +101,24 @@ def _compare_llms(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    import json
+
+    from .bench import render, run
+
+    if args.out.exists() and not args.overwrite:
+        raise BrainXAIError(f"{args.out} exists: choose another --out or pass --overwrite")
+    if not args.input.is_file():
+        raise BrainXAIError(f"benchmark input {args.input} not found: give --input (e.g. the shared BraTS volume)")
+    results = run(args.input, args.scorecam_slices, progress=lambda text: print(f"bench: {text}", file=sys.stderr))
+    command = "brainxai bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "brainxai bench"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(results, command), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(args.out.read_text(encoding="utf-8"))
+    return 0
+
+
 def _verify(args) -> int:
     from .findings import read_findings
     from .verify import verify
@@ -224,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("findings", type=Path)
     k.add_argument("report", type=Path, help="the report (Markdown or plain text)")
     k.set_defaults(func=_verify)
+
+    b = sub.add_parser("bench", help="ours vs a naive per-slice pytorch-grad-cam baseline, side by side")
+    b.add_argument("--input", type=Path, default=Path("../shared/data/volumes/brats/BraTS-GLI-00001-000-t1c.nii.gz"))
+    b.add_argument("--out", type=Path, default=Path("docs/bench.md"), help="Markdown table (JSON beside it)")
+    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--scorecam-slices", type=int, default=3, help="evidence slices for the Score-CAM comparison")
+    b.set_defaults(func=_bench)
 
     m = sub.add_parser("compare-llms", help="the paper's report comparison: text metrics and grounding per backend")
     m.add_argument("findings", type=Path, nargs="+", help="findings.json files")

@@ -41,8 +41,9 @@ class Options:
     methods: tuple[str, ...] = DEFAULT_METHODS
     threshold_percentile: float = threshold.DEFAULT_PERCENTILE
     model_path: Path | None = None
-    batch_size: int = 16
+    batch_size: int = 4  # measured on 2 cores: small batches keep activations in cache (docs/bench.md)
     max_cam_slices: int | None = None  # None: every slice with tumour evidence
+    precision: str = "fast"  # model stage: "fast" (bf16 where the CPU has it natively) or "fp32"
 
 
 @dataclass
@@ -142,7 +143,8 @@ def analyse(
 
     probs = np.zeros((len(arr), len(CLASSES)), np.float32)
     seg_model = np.zeros_like(slices)
-    probs[active], seg_model[active] = predict_slices(model, slices[active], options.batch_size, step, cancel)
+    probs[active], seg_model[active] = predict_slices(model, slices[active], options.batch_size, step, cancel,
+                                                        options.precision)
     seg_prob = preprocess.from_model(seg_model, frame)
     seg_mask = threshold.significant_components((seg_prob > LESION_PROBABILITY) & brain, oriented.GetSpacing())
     voxel_ml = sx * sy * sz / 1000.0
