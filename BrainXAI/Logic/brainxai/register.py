@@ -143,15 +143,16 @@ class _Progress:
             raise BrainXAIError("cancelled")
 
 
-def _run(fixed, moving, transform, shrink, sigma, iterations, tracker: _Progress):
+def _run(fixed, moving, transform, shrink, sigma, iterations, tracker: _Progress, mask=None, sampling=None):
     R = sitk.ImageRegistrationMethod()
     R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     R.SetMetricSamplingStrategy(R.RANDOM)
-    R.SetMetricSamplingPercentagePerLevel([_SAMPLING[f] for f in shrink], seed=1)  # fixed seed: same input, same answer
+    # fixed seed: same input, same answer
+    R.SetMetricSamplingPercentagePerLevel(sampling or [_SAMPLING[f] for f in shrink], seed=1)
     # Gradients by central differences at the sample points only: a full gradient image per level is the main cost.
     R.MetricUseFixedImageGradientFilterOff()
     R.MetricUseMovingImageGradientFilterOff()
-    R.SetMetricFixedMask(_template_mask())
+    R.SetMetricFixedMask(_template_mask() if mask is None else mask)
     R.SetInterpolator(sitk.sitkLinear)
     _set_optimizer(R, iterations)
     R.SetOptimizerScalesFromPhysicalShift()
@@ -245,6 +246,12 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     init = sitk.Euler3DTransform(init)
     iterations = 0
     best = None
+    # The nine start probes all run at the coarsest level: smooth and shrink the 1 mm template (and its mask), and
+    # smooth the input, once for all of them instead of once per probe (that was half of their time).
+    probe_shrink, probe_sigma = 8, 4.0
+    fixed_coarse = sitk.Shrink(sitk.SmoothingRecursiveGaussian(fixed, probe_sigma), [probe_shrink] * 3)
+    mask_coarse = sitk.Shrink(_template_mask(), [probe_shrink] * 3)
+    moving_smooth = sitk.SmoothingRecursiveGaussian(moving, probe_sigma)
 
     def probe(translation, angles):
         nonlocal iterations, best
@@ -252,7 +259,8 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
         t.SetTranslation(translation)
         t.SetRotation(*angles)
         try:
-            value, n, _, _ = _run(fixed, moving, t, [8], [4.0], _PROBE_ITERATIONS, tracker)
+            value, n, _, _ = _run(fixed_coarse, moving_smooth, t, [1], [0.0], _PROBE_ITERATIONS, tracker,
+                                  mask=mask_coarse, sampling=[_SAMPLING[probe_shrink]])
         except BrainXAIError as e:
             if str(e) == "cancelled":
                 raise
