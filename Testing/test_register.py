@@ -172,7 +172,9 @@ def test_brain_region_covers_the_brain_and_not_the_neck(brats, ixi):
     region = sitk.GetArrayFromImage(register.brain_region(image, reg)) > 0
     brain = sitk.GetArrayFromImage(image) > 0
     assert (region & brain).sum() / brain.sum() > 0.98
-    assert region.sum() * np.prod(image.GetSpacing()) / 1000 < 2600  # mL: a dilated brain, not the field of view
+    # mL: the MNI brain dilated by 10 mm is ~2.6 L (measured 2.59-2.60 L); the field of view is 8.9 L. The bound
+    # separates the two with margin (the old 2600 was too tight: the probe speed-up moved scale by 0.01, 2601 mL).
+    assert region.sum() * np.prod(image.GetSpacing()) / 1000 < 3000
     image, reg = ixi
     from brainxai.preprocess import orient_for_model
 
