@@ -1,6 +1,5 @@
 """Scene stage on slicer-core's real MRML: a BrainXAI output folder of an oblique BraTS copy as nodes."""
 
-import csv
 import json
 
 import numpy as np
@@ -100,10 +99,7 @@ def test_outputs_sit_exactly_on_the_oblique_input_grid(loaded, oblique_case):
 
 def test_atlas_segments_carry_names_colours_and_terminology(loaded):
     _, _, _, _, _, _, r = loaded
-    from importlib import resources
-
-    rows = {r_["Name"]: r_ for r_ in csv.DictReader(
-        (resources.files("brainxai") / "data" / scene_mod.TERMINOLOGY_CSV).read_text(encoding="utf-8").splitlines())}
+    rows = {r_["Name"]: r_ for r_ in atlas.terminology_rows().values()}
     by_display = {atlas.display_name(name): row for name, row in rows.items()}
     segmentation = r.regions.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]

@@ -2,16 +2,15 @@
 writer's reports always pass."""
 
 import copy
-import csv
 import json
 import random
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 import test_findings
 from brainxai import CLASSES
+from brainxai import atlas
 from brainxai.atlas import display_name
 from brainxai.report import build_report, render_markdown
 from brainxai.verify import verify
@@ -72,8 +71,7 @@ def test_builtin_reports_always_pass(case):
 
 
 def _region_names():
-    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text(encoding="utf-8")
-    return [display_name(r["Name"]) for r in csv.DictReader(text.splitlines())]
+    return [display_name(r["Name"]) for r in atlas.terminology_rows().values()]
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -91,6 +91,22 @@ def _region_sizes(prob_threshold: float) -> np.ndarray:
     return np.bincount(label[(label >= 0) & (peak >= prob_threshold)].ravel(), minlength=len(names))
 
 
+TERMINOLOGY_CSV = "harvard_oxford_terminology.csv"  # package data: Slicer colour-table CSV with terminology columns
+
+
+def terminology_path():
+    from importlib import resources
+
+    return resources.files("brainxai") / "data" / TERMINOLOGY_CSV
+
+
+@lru_cache(maxsize=1)
+def terminology_rows() -> dict[int, dict]:
+    """Label value -> row of the shipped Harvard-Oxford colour/terminology table (names, colours, codes)."""
+    text = terminology_path().read_text(encoding="utf-8")
+    return {int(r["LabelValue"]): r for r in csv.DictReader(text.splitlines())}
+
+
 def display_name(name: str) -> str:
     return name.replace("_", " ").replace("Ventrical", "Ventricle")
 

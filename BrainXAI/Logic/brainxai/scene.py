@@ -9,17 +9,14 @@ volume's parent transform (the MNI toggle), which is restored when toggled back.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-from .atlas import display_name
+from .atlas import display_name, terminology_path, terminology_rows
 from .errors import BrainXAIError
 
 HEAT_COLOR_ID = "vtkMRMLPETProceduralColorNodePET-Heat"  # exists in Slicer and in slicer-core's default colours
-TERMINOLOGY_CSV = "harvard_oxford_terminology.csv"  # Slicer colour-table CSV with terminology columns
 ROLE = "BrainXAI.Role"  # node attribute: what a node is, for the panel and for tests
 TUMOUR_RGB = (0.95, 0.2, 0.2)
 MASK_RGB = (1.0, 0.85, 0.1)
@@ -143,12 +140,6 @@ def _show_heat(node, threshold: float = 0.2) -> None:
     display.SetLowerThreshold(threshold)
 
 
-def _terminology_rows() -> dict[int, dict]:
-    """Label value -> row of the shipped Harvard-Oxford colour/terminology table."""
-    text = (resources.files("brainxai") / "data" / TERMINOLOGY_CSV).read_text(encoding="utf-8")
-    return {int(r["LabelValue"]): r for r in csv.DictReader(text.splitlines())}
-
-
 def _code(row: dict, part: str) -> tuple[str, str, str]:
     return row[f"{part}_CodeValue"], row[f"{part}_CodingScheme"], row[f"{part}_CodeMeaning"]
 
@@ -161,8 +152,7 @@ def atlas_colors(scene):
         node = nodes.GetItemAsObject(i)
         if node.GetAttribute(ROLE) == "atlas colours":
             return node
-    path = resources.files("brainxai") / "data" / TERMINOLOGY_CSV
-    node = _read(scene, "vtkMRMLColorTableNode", Path(str(path)), "Harvard-Oxford (BrainXAI)", "atlas colours")
+    node = _read(scene, "vtkMRMLColorTableNode", Path(str(terminology_path())), "Harvard-Oxford (BrainXAI)", "atlas colours")
     return node
 
 
@@ -177,7 +167,7 @@ def _region_segments(scene, labelmap, reference, name: str):
     labelmap.GetDisplayNode().SetAndObserveColorNodeID(atlas_colors(scene).GetID())
     if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, seg):
         raise BrainXAIError("cannot convert the atlas regions into segments")
-    rows = _terminology_rows()
+    rows = terminology_rows()
     segmentation = seg.GetSegmentation()
     for i in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(i)

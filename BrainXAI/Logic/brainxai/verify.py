@@ -15,10 +15,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .atlas import terminology_rows
 from .findings import validate, walk
-
-KINDS = ("tumour_type", "region", "laterality", "number", "negation", "finding")
-
 
 @dataclass(frozen=True)
 class Claim:
@@ -153,11 +151,7 @@ def _base(name: str) -> str:
 @lru_cache(maxsize=1)
 def _region_lexicon() -> list[tuple[re.Pattern, str]]:
     """(pattern, key) for every anatomical name we recognise, longest first so 'insular cortex' beats 'cortex'."""
-    import csv
-    from importlib import resources
-
-    text = (resources.files("brainxai") / "data" / "harvard_oxford_terminology.csv").read_text(encoding="utf-8")
-    names = {_base(r["Name"]) for r in csv.DictReader(text.splitlines())} | set(_SYNONYMS)
+    names = {_base(r["Name"]) for r in terminology_rows().values()} | set(_SYNONYMS)
     entries: list[tuple[str, str]] = []
     for name in names:
         entries.append((re.escape(name.lower()).replace(r"\ ", r"[\s,]+"), name))
@@ -189,7 +183,6 @@ class _Facts:
     numbers: dict  # unit class -> list of values
     strings: list  # string leaves, for numbers quoted verbatim (versions, stop conditions)
     converged: bool | None
-    has_explanations: bool
     centroid: list | None
     phantom: bool
     has_warnings: bool
@@ -214,7 +207,7 @@ def _facts(findings: dict) -> _Facts:
     sides = {s for ss in regions.values() for s in ss if s} | ({lesion["hemisphere"]} if lesion["hemisphere"] else set())
     if {"left", "right"} <= sides:
         sides.add("bilateral")
-    numbers: dict[str, list[float]] = {"ml": [], "percent": [], "mm": [], "coord": [], "any": []}
+    numbers: dict[str, list[float]] = {"ml": [], "percent": [], "mm": [], "any": []}
     strings = []
     for path, v in walk(findings):
         if isinstance(v, (dict, list)):
@@ -232,15 +225,12 @@ def _facts(findings: dict) -> _Facts:
             numbers["percent"].append(float(v))
         if key in ("probabilities", "dice_vs_segmentation") or path[:2] == ("diagnosis", "probabilities"):
             numbers["percent"].append(100.0 * float(v))
-        if key == "spacing_mm":
+        if key in ("spacing_mm", "centroid_mni"):
             numbers["mm"].append(float(v))
-        if key == "centroid_mni":
-            numbers["coord"].append(float(v))
     numbers["any"] += [len(findings["regions"]), len(findings["explanations"])]
-    numbers["mm"] += numbers["coord"]
     reg = findings.get("registration")
     return _Facts(d["label"], d["probabilities"], regions, shares, keys, sides, float(lesion["volume_ml"]), numbers, strings,
-                  None if reg is None else bool(reg["converged"]), bool(findings["explanations"]),
+                  None if reg is None else bool(reg["converged"]),
                   lesion["centroid_mni"], bool(findings["input"]["phantom"]), bool(findings["warnings"]))
 
 
@@ -309,6 +299,8 @@ def _word_value(words: str) -> int:
     for w in words:
         value += _ONES.index(w) if w in _ONES else 10 * (_TENS.index(w) + 2)
     return value
+
+
 _TRIPLE = re.compile(rf"(?:\bx\s*=\s*({_NUM})\s*(?:mm)?\s*,?\s*y\s*=\s*({_NUM})\s*(?:mm)?\s*,?\s*(?:and\s+)?z\s*=\s*"
                      rf"({_NUM}))|(?<![\w.])({_NUM})\s*(?:mm)?\s*,\s*({_NUM})\s*(?:mm)?\s*,\s*(?:and\s+)?({_NUM})(?![\w.]*\d)",
                      re.I)
@@ -422,11 +414,10 @@ class _Checker:
             near = near or [(a, key) for a, key in anatomy  # "Insular Cortex (right)"
                             if re.fullmatch(r"\s*\(\s*", s[a.end():m.start()]) and m.start() > a.end()]
             if near and not near[0][1].startswith(("group:", "other:")):
-                on_side = side in self.f.regions.get(near[0][1], set())
-                if negated:  # "the left putamen is spared": the region is not involved on that side
-                    continue  # checked as a region negation, which knows the side only through the region name
+                if negated:  # "the left putamen is spared": checked as that region's negation
+                    continue
                 self.add("laterality", f"{m.group()} {near[0][0].group()}" if m.start() < near[0][0].start()
-                         else f"{near[0][0].group()} {m.group()}", on_side,
+                         else f"{near[0][0].group()} {m.group()}", side in f.regions.get(near[0][1], set()),
                          f"the findings do not place the {near[0][1]} on the {side}", off + m.start())
             elif negated:  # "not in the right hemisphere": only true if the findings put it elsewhere
                 self.add("negation", m.group(), bool(f.sides) and side not in f.sides,
@@ -521,7 +512,7 @@ class _Checker:
             self.add("finding", m.group(), self.f.label == "no_tumor" and self.f.lesion_ml == 0,
                      f"the findings report a {self.f.lesion_ml:g} mL lesion ({self.f.label})", off + m.start())
         if re.search(r"\bconverg\w*", s, re.I) and self.f.converged is not None:
-            denied = bool(_negated_spans(s)) or re.search(r"\bfail\w*|\bdid not\b", s, re.I)
+            denied = bool(neg) or re.search(r"\bfail\w*|\bdid not\b", s, re.I)
             m = re.search(r"\bconverg\w*", s, re.I)
             self.add("negation" if denied else "finding", m.group(), bool(denied) != self.f.converged,
                      "the findings say registration " + ("converged" if self.f.converged else "did not converge"),
