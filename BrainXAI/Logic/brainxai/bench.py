@@ -99,7 +99,7 @@ def run(input_path: str | Path, scorecam_slices: int = 3, progress=None) -> dict
     from .model import load_model
 
     say = progress or (lambda text: None)
-    results: dict = {"input": Path(input_path).name, "threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or None}
+    results: dict = {"input": Path(input_path).name}
     with _Memory() as memory, tempfile.TemporaryDirectory() as tmp:
         stages: dict[str, float] = {}
         current = ["start", time.perf_counter()]

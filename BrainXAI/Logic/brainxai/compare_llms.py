@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import report as builtin
 from .findings import read_findings
 from .llm import load_backend
-from .llm_report import generate
+from .llm_report import builtin_markdown, generate
 from .report_metrics import text_metrics
 
 METRICS = ("flesch_reading_ease", "flesch_kincaid_grade", "ttr", "mtld", "coherence", "rouge_l", "bleu")
@@ -31,36 +30,34 @@ def _mean(values: list) -> float | None:
 
 def compare(findings_paths: list[Path], backends: list[str], config: Path | None = None, allow_cloud: bool = False,
             progress=None) -> list[dict]:
-    """One row per backend ('builtin' is the offline writer and the reference for ROUGE-L/BLEU)."""
-    cases = [(p, read_findings(p)) for p in findings_paths]
+    """One row per backend ('builtin' is the offline writer and the reference for ROUGE-L/BLEU), each with its
+    per-report figures."""
+    names = [Path(p).name for p in findings_paths]
+    names = names if len(set(names)) == len(names) else [str(p) for p in findings_paths]
+    cases = [(name, read_findings(p)) for name, p in zip(names, findings_paths)]
+    references = [builtin_markdown(f) for _, f in cases]
     rows = []
     for name in backends:
         backend = None if name == "builtin" else load_backend(name, config, allow_cloud=True if allow_cloud else None)
-        per_report, grounded, unsupported, shown, errors = [], 0, [], 0, 0
-        reports = []
-        for path, findings in cases:
-            reference = builtin.render_markdown(builtin.build_report(findings), findings)
+        reports, shown, errors = [], 0, 0
+        for (case, findings), reference in zip(cases, references):
             outcome = generate(findings, backend)
+            shown += outcome.source == "llm" or backend is None
             first = outcome.attempts[0] if outcome.attempts else None
             if first is not None and "error" in first:
                 errors += 1
             else:
                 text = reference if first is None else first["report"]
-                per_report.append(text_metrics(text, reference))
                 n_bad = 0 if first is None else len(first["verification"]["unsupported"])
-                grounded += n_bad == 0
-                unsupported.append(n_bad)
-                reports.append({"findings": Path(path).name if len(cases) == len({Path(p).name for p, _ in cases})
-                                else str(path), **per_report[-1], "unsupported_first": n_bad,
+                reports.append({"findings": case, **text_metrics(text, reference), "unsupported_first": n_bad,
                                 "shown": outcome.source})
-            shown += outcome.source == "llm" or backend is None
             if progress:
                 progress()
         row = {"backend": name, "model": "offline writer" if backend is None else backend.model,
-               "reports": len(cases), **{m: _mean([r[m] for r in per_report]) for m in METRICS},
-               "grounded_first": f"{grounded}/{len(per_report)}", "unsupported_per_report": _mean(unsupported),
-               "shown_llm": f"{shown}/{len(cases)}", "errors": errors}
-        row["per_report"] = reports
+               "reports": len(cases), **{m: _mean([r[m] for r in reports]) for m in METRICS},
+               "grounded_first": f"{sum(r['unsupported_first'] == 0 for r in reports)}/{len(reports)}",
+               "unsupported_per_report": _mean([r["unsupported_first"] for r in reports]),
+               "shown_llm": f"{shown}/{len(cases)}", "errors": errors, "per_report": reports}
         if backend is not None:
             row["settings"] = {k: v for k, v in backend.public().items() if k in ("base_url", "temperature", "seed")}
         rows.append(row)

@@ -49,10 +49,14 @@ def _footer(backend: Backend) -> str:
             "them. Research software, not for clinical use.")
 
 
+def builtin_markdown(findings: dict) -> str:
+    """The offline writer's report: the fallback, and the reference the LLMs are compared with."""
+    return builtin.render_markdown(builtin.build_report(findings), findings)
+
+
 def _fallback(findings: dict, reason: str) -> tuple[str, str]:
     banner = f"Built-in report shown instead of the language model's: {reason}"
-    markdown = builtin.render_markdown(builtin.build_report(findings), findings)
-    return f"> **{banner}**\n\n" + markdown, banner
+    return f"> **{banner}**\n\n" + builtin_markdown(findings), banner
 
 
 def generate(findings: dict, backend: Backend | None, session: requests.Session | None = None) -> ReportOutcome:
@@ -60,8 +64,7 @@ def generate(findings: dict, backend: Backend | None, session: requests.Session 
     backend None means the built-in writer."""
     validate(findings)
     if backend is None:
-        markdown = builtin.render_markdown(builtin.build_report(findings), findings)
-        return ReportOutcome(markdown, "builtin", None, None)
+        return ReportOutcome(builtin_markdown(findings), "builtin", None, None)
     check_allowed(backend)  # a privacy refusal is the user's to fix, not a failure to cover with a fallback
     attempts: list[dict] = []
     messages = build_messages(findings)
