@@ -88,9 +88,10 @@ def ensureDependencies(requester="BrainXAI"):
     user agrees. Returns True when everything is installed."""
     import importlib.util
 
-    if importlib.util.find_spec("torch") is not None and not missingRequirements():
+    hasTorch = importlib.util.find_spec("torch") is not None
+    if hasTorch and not missingRequirements():
         return True
-    if importlib.util.find_spec("torch") is None:
+    if not hasTorch:
         try:
             import PyTorchUtils
         except ImportError:
