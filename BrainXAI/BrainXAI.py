@@ -347,11 +347,11 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.regionTableView.setMRMLTableNode(self.result.table)
         self.ui.mniCheckBox.checked = False
 
-    def showReport(self, builtinOnly=False):
+    def showReport(self):
         """The verified LLM report when there is one (or the built-in one under its banner), else the built-in
-        report. After a re-threshold only the built-in report matches the findings, so that one is shown."""
-        name = "report_llm.html" if os.path.exists(os.path.join(self.result.out_dir, "report_llm.html")) and \
-            not builtinOnly else "report.html"
+        report (a re-threshold removes an LLM report written for the old threshold)."""
+        name = "report_llm.html" if os.path.exists(os.path.join(self.result.out_dir, "report_llm.html")) else \
+            "report.html"
         with open(os.path.join(self.result.out_dir, name), encoding="utf-8") as html:
             self.ui.reportBrowser.setHtml(html.read())
 
@@ -368,7 +368,7 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except Exception as exc:  # noqa: BLE001 - one line to the user
                 slicer.util.errorDisplay(str(exc))
                 return
-            self.showReport(builtinOnly=True)  # the report states the mask's percentile, volume and Dice
+            self.showReport()  # the report states the mask's percentile, volume and Dice
 
     def onSpace(self, mni):
         from brainxai import scene

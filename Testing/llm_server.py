@@ -9,7 +9,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-CLASS_TEXT = {"glioma": "Glioma", "meningioma": "Meningioma", "pituitary": "Pituitary tumour", "no_tumor": "No tumour"}
+from brainxai.report import CLASS_NAMES
+
 STALL_S = 3.0  # longer than the tests' timeout, short enough to end on its own
 
 
@@ -39,7 +40,7 @@ def write_report(f: dict, flaw: str | None = None) -> str:
             lines.append("It extends into the thalamus.")
     else:
         lines.append("No lesion was segmented.")
-    lines += ["", "## Impression", f"{CLASS_TEXT[label]} favoured by the classifier "
+    lines += ["", "## Impression", f"{CLASS_NAMES[label].capitalize()} favoured by the classifier "
               f"(probability {d['probabilities'][d['label']]:.2f})."]
     return "\n".join(lines)
 

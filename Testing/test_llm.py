@@ -56,6 +56,7 @@ def test_a_lying_report_is_regenerated_once_then_replaced_by_the_builtin_one(ser
     assert all(not a["verification"]["passed"] for a in outcome.attempts)
     body = outcome.markdown.split("\n\n", 1)[1]  # below the banner: the built-in report, which always passes
     assert verify(f, body).ok
+    assert "<table" in outcome.html and "Built-in report shown instead" in outcome.html  # the writer's own HTML
     retry = server.requests[-1]["body"]["messages"]
     assert retry[-2]["role"] == "assistant" and "do not support" in retry[-1]["content"]
 
@@ -246,8 +247,7 @@ def test_keys_never_leak(server, monkeypatch):
     assert _api_key(load_backend("mistral")) == "mistral-own-key"  # never the generic key to a provider
     b = Backend("b", "openai", f"http://user:{KEY}@127.0.0.1:1/v1?key={KEY}", "m")
     assert KEY not in json.dumps(b.public())
-    monkeypatch.setenv("BRAINXAI_LLM_API_KEY", "x" * 195 + KEY)  # straddles the 200-character cut
-    from brainxai.llm import _redact
+    from brainxai.llm import _redact  # a key straddling the 200-character cut
 
     assert "sk-" not in _redact("Bearer " + "x" * 195 + KEY, "x" * 195 + KEY)
 
@@ -255,11 +255,14 @@ def test_keys_never_leak(server, monkeypatch):
 def test_the_panel_no_to_cloud_wins_over_config_and_environment(tmp_path, monkeypatch):
     from brainxai.process import BackgroundExplain
 
+    config = tmp_path / "llm.toml"
+    config.write_text("[backends.grok]\nallow_cloud = true\n", encoding="utf-8")
     monkeypatch.setenv("BRAINXAI_LLM_ALLOW_CLOUD", "1")
+    assert load_backend("grok", config).allow_cloud  # what the config and the inherited variable say
     job = BackgroundExplain(None, tmp_path / "o", llm="grok", allow_cloud=False)
     assert job.env["BRAINXAI_LLM_ALLOW_CLOUD"] == "0" and "--allow-cloud" not in job.command
-    monkeypatch.setenv("BRAINXAI_LLM_ALLOW_CLOUD", job.env["BRAINXAI_LLM_ALLOW_CLOUD"])
-    assert not load_backend("grok").allow_cloud
+    monkeypatch.setenv("BRAINXAI_LLM_ALLOW_CLOUD", job.env["BRAINXAI_LLM_ALLOW_CLOUD"])  # the child's environment
+    assert not load_backend("grok", config).allow_cloud
 
 
 def test_explain_refuses_a_cloud_backend_before_the_analysis(tmp_path):

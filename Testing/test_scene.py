@@ -231,7 +231,9 @@ def test_rethreshold_reproduces_the_pipeline_and_moves_with_the_percentile(loade
     np.testing.assert_array_equal(voxels(), saved)
     before = next(e for e in original["explanations"] if e["method"] == "gradcam++")
 
+    (out / "report_llm.md").write_text("written for the 90th percentile", encoding="utf-8")
     stricter = scene_mod.rethreshold(r, "gradcam++", 97)
+    assert not (out / "report_llm.md").exists()  # a stale LLM report is not left to be exported
     assert 0 < voxels().sum() < saved.sum()
     on_disk = json.loads((out / "findings.json").read_text(encoding="utf-8"))
     assert on_disk == r.findings and stricter in on_disk["explanations"]

@@ -111,7 +111,7 @@ def display_name(name: str) -> str:
     return name.replace("_", " ").replace("Ventrical", "Ventricle")
 
 
-def _hemisphere_of(name: str) -> str | None:
+def hemisphere_of(name: str) -> str | None:
     return "left" if name.startswith("Left") else "right" if name.startswith("Right") else None
 
 
@@ -161,7 +161,7 @@ def region_table(mask_mni: sitk.Image, prob_threshold: float = DEFAULT_PROB_THRE
             "percent_of_lesion": round(100.0 * n / len(points), 2),
             "percent_of_region": round(100.0 * covered * voxel_ratio / counts[lab], 2) if counts[lab] else None,
             "voxels": int(n),
-            "hemisphere": _hemisphere_of(name),
+            "hemisphere": hemisphere_of(name),
         })
     return sorted(rows, key=lambda r: -r["percent_of_lesion"])
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import pipeline, preprocess, threshold
+from . import CLASSES, pipeline, preprocess, threshold
 
 
 class _Memory:
@@ -142,7 +142,7 @@ def run(input_path: str | Path, scorecam_slices: int = 3, progress=None) -> dict
         region = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images["analysis_region"])) > 0
         brain_model = preprocess.to_model(head.astype(np.float32), frame) > 0.5
         active = result.analysed_slices
-        target = list(result.findings["diagnosis"]["probabilities"]).index(result.findings["diagnosis"]["label"])
+        target = CLASSES.index(result.findings["diagnosis"]["label"])
 
         say(f"naive: model one slice at a time on {len(active)} brain slices")
         _, naive_model_s = _timed(memory, "naive model", lambda: _naive_model(model, slices[active]))

@@ -32,12 +32,11 @@ def _explain(args) -> int:
         bars[0].set_description_str(stage)
         bars[0].update(round(fraction * 100, 1) - bars[0].n)
 
-    if args.llm:  # an unknown backend or a refused cloud endpoint is said before minutes of analysis
+    backend = _backend(args)  # an unknown backend or a refused cloud endpoint is said before minutes of analysis
+    if backend is not None:
         from .llm import check_allowed
 
-        backend = _backend(args)
-        if backend is not None:
-            check_allowed(backend)
+        check_allowed(backend)
     opts = Options(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         threshold_percentile=args.threshold,
@@ -54,7 +53,7 @@ def _explain(args) -> int:
     print(f"{'PHANTOM - ' if f['input']['phantom'] else ''}diagnosis: {d['label']} "
           f"(p={d['probabilities'][d['label']]:.2f}); lesion {f['lesion']['volume_ml']} mL; outputs in {Path(args.out).resolve()}")
     if args.llm:
-        _write_llm_report(f, args, Path(args.out))
+        _write_llm_report(f, backend, Path(args.out))
     return 0
 
 
@@ -66,10 +65,10 @@ def _backend(args):
     return load_backend(args.llm, args.llm_config, allow_cloud=True if args.allow_cloud else None)
 
 
-def _write_llm_report(findings: dict, args, out_dir: Path) -> None:
+def _write_llm_report(findings: dict, backend, out_dir: Path) -> None:
     from . import llm_report
 
-    outcome = llm_report.generate(findings, _backend(args))
+    outcome = llm_report.generate(findings, backend)
     md, _, _ = llm_report.write(outcome, out_dir)
     if outcome.banner:
         print(f"brainxai: {outcome.banner}", file=sys.stderr)
@@ -80,7 +79,7 @@ def _report(args) -> int:
     from .findings import read_findings
 
     findings = read_findings(args.findings)
-    _write_llm_report(findings, args, args.out or args.findings.parent)
+    _write_llm_report(findings, _backend(args), args.out or args.findings.parent)
     return 0
 
 

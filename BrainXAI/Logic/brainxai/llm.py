@@ -23,6 +23,7 @@ import requests
 from . import CLASSES
 from .errors import BrainXAIError
 from .findings import assert_deidentified
+from .report import CLASS_NAMES
 
 PROTOCOLS = ("openai", "ollama")
 CONFIG_ENV = "BRAINXAI_LLM_CONFIG"  # path of the TOML config file; default: ~/.config/brainxai/llm.toml
@@ -183,9 +184,6 @@ name, side or number that is not listed. Copy numbers as given (you may round th
 tumour class exactly as the findings do. Keep the class probabilities as model outputs, not certainties.
 Sections: Technique, Findings, Impression. Plain Markdown, no tables, at most 250 words."""
 
-_CLASS_TEXT = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary tumour",
-               "no_tumor": "no tumour"}
-
 
 def _payload(findings: dict) -> dict:
     """The subset of the findings a report needs: no file format, checksums or software versions."""
@@ -208,8 +206,8 @@ def render_findings(findings: dict) -> str:
     """The findings as the model sees them: one fact per line, with units, then the same as JSON."""
     f = _payload(findings)
     d, lesion = f["diagnosis"], f["lesion"]
-    lines = [f"Diagnosis (model class): {_CLASS_TEXT[d['label']]}",
-             "Class probabilities: " + ", ".join(f"{_CLASS_TEXT[c]} {d['probabilities'][c]:.2f}" for c in CLASSES),
+    lines = [f"Diagnosis (model class): {CLASS_NAMES[d['label']]}",
+             "Class probabilities: " + ", ".join(f"{CLASS_NAMES[c]} {d['probabilities'][c]:.2f}" for c in CLASSES),
              f"Slices with tumour evidence: {d['slices_with_tumor_evidence']} of {d['slices_total']}",
              f"Lesion volume (segmentation head): {lesion['volume_ml']} mL"]
     if lesion["hemisphere"]:
@@ -224,7 +222,7 @@ def render_findings(findings: dict) -> str:
         lines.append(f"Region: {r['name']}{side}: {r['percent_of_lesion']}% of the lesion{of_region}")
     for e in f["explanations"]:
         dice = "not computed" if e["dice_vs_segmentation"] is None else f"{e['dice_vs_segmentation']}"
-        lines.append(f"Saliency {e['method']} for {_CLASS_TEXT[e['target_class']]}: mask {e['mask_volume_ml']} mL "
+        lines.append(f"Saliency {e['method']} for {CLASS_NAMES[e['target_class']]}: mask {e['mask_volume_ml']} mL "
                      f"at percentile {e['threshold_percentile']}, Dice with segmentation {dice}")
     for w in f["warnings"]:
         lines.append(f"Warning: {w}")

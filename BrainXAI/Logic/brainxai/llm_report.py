@@ -31,6 +31,7 @@ class ReportOutcome:
     banner: str | None
     backend: dict | None  # the backend's public settings (model, URL, temperature, seed), never its key
     attempts: list[dict] = field(default_factory=list)
+    html: str = ""  # for Slicer's text browser
 
     def record(self) -> dict:
         """What is saved next to the report: how it was written and checked."""
@@ -54,9 +55,14 @@ def builtin_markdown(findings: dict) -> str:
     return builtin.render_markdown(builtin.build_report(findings), findings)
 
 
-def _fallback(findings: dict, reason: str) -> tuple[str, str]:
+def _fallback(findings: dict, reason: str, backend: Backend, attempts: list[dict]) -> ReportOutcome:
+    """The built-in report under a banner, in Markdown and in the built-in writer's own HTML (with its tables)."""
     banner = f"Built-in report shown instead of the language model's: {reason}"
-    return f"> **{banner}**\n\n" + builtin_markdown(findings), banner
+    page = builtin.render_html(builtin.build_report(findings), findings)
+    page = page.replace("<body>", f'<body>\n<p class="banner" style="background:#fff3cd;padding:4px"><b>'
+                        f"{html.escape(banner)}</b></p>", 1)
+    return ReportOutcome(f"> **{banner}**\n\n" + builtin_markdown(findings), "builtin", banner, backend.public(),
+                         attempts, page)
 
 
 def generate(findings: dict, backend: Backend | None, session: requests.Session | None = None) -> ReportOutcome:
@@ -64,7 +70,8 @@ def generate(findings: dict, backend: Backend | None, session: requests.Session 
     backend None means the built-in writer."""
     validate(findings)
     if backend is None:
-        return ReportOutcome(builtin_markdown(findings), "builtin", None, None)
+        return ReportOutcome(builtin_markdown(findings), "builtin", None, None,
+                             html=builtin.render_html(builtin.build_report(findings), findings))
     check_allowed(backend)  # a privacy refusal is the user's to fix, not a failure to cover with a fallback
     attempts: list[dict] = []
     messages = build_messages(findings)
@@ -80,7 +87,8 @@ def generate(findings: dict, backend: Backend | None, session: requests.Session 
         attempts.append({"seconds": completion.seconds, "http_attempts": completion.attempts,
                          "verification": check.summary(), "usage": completion.usage, "report": completion.text})
         if check.ok and check.states_diagnosis:
-            return ReportOutcome(completion.text + _footer(backend), "llm", None, backend.public(), attempts)
+            text = completion.text + _footer(backend)
+            return ReportOutcome(text, "llm", None, backend.public(), attempts, markdown_to_html(text))
         lines = [c.line() for c in check.unsupported]
         if not check.states_diagnosis:  # a refusal or an empty text makes no false claim, and says nothing
             lines.append(f"missing: the report does not state the classifier's result ({findings['diagnosis']['label']})")
@@ -92,8 +100,7 @@ def generate(findings: dict, backend: Backend | None, session: requests.Session 
                   f"{len(lines)} problem(s))")
         messages = messages + [{"role": "assistant", "content": completion.text},
                                {"role": "user", "content": _feedback(lines)}]
-    markdown, banner = _fallback(findings, reason)
-    return ReportOutcome(markdown, "builtin", banner, backend.public(), attempts)
+    return _fallback(findings, reason, backend, attempts)
 
 
 def markdown_to_html(markdown: str) -> str:
@@ -138,6 +145,6 @@ def write(outcome: ReportOutcome, out_dir: str | Path, stem: str = "report_llm")
         raise BrainXAIError(f"{out} already has {', '.join(existing)}: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     paths[0].write_text(outcome.markdown + "\n", encoding="utf-8")
-    paths[1].write_text(markdown_to_html(outcome.markdown), encoding="utf-8")
+    paths[1].write_text(outcome.html, encoding="utf-8")
     paths[2].write_text(json.dumps(outcome.record(), indent=2) + "\n", encoding="utf-8")
     return paths

@@ -115,6 +115,11 @@ def coherence(sents: list[str]) -> float | None:
     return float((emb[:-1] * emb[1:]).sum(axis=1).mean())
 
 
+@functools.lru_cache(maxsize=1)
+def _rouge_scorer() -> Any:
+    return _import("rouge_score.rouge_scorer", "rouge-score").RougeScorer(["rougeL"], use_stemmer=True)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), DIGITS)
 
@@ -132,10 +137,9 @@ def text_metrics(report_md: str, reference_md: str | None = None) -> dict[str, f
     for_textstat = " ".join(re.sub(r"[.!?]", "", s) + "." for s in sents)
     rouge_l = bleu = None
     if reference_md is not None:
-        rouge = _import("rouge_score.rouge_scorer", "rouge-score")
         sacrebleu = _import("sacrebleu", "sacrebleu")
         reference = plain_text(reference_md)
-        rouge_l = rouge.RougeScorer(["rougeL"], use_stemmer=True).score(reference, text)["rougeL"].fmeasure
+        rouge_l = _rouge_scorer().score(reference, text)["rougeL"].fmeasure
         bleu = sacrebleu.sentence_bleu(text, [reference]).score / 100
     return {
         "flesch_reading_ease": _round(textstat.flesch_reading_ease(for_textstat)),

@@ -21,7 +21,8 @@ def rethreshold(out_dir: str | Path, method: str, percentile: float) -> tuple[np
 
     The pipeline's own thresholding on the saved heatmap and analysis region (so the original percentile gives
     back exactly the original mask). The method's mask (native and MNI), its entry in findings.json and the
-    report are rewritten in `out_dir`, each file replaced whole; overview.png keeps the original threshold.
+    report are rewritten in `out_dir`, each file replaced whole, and an LLM report written for the old threshold
+    is removed; overview.png keeps the original threshold.
     Returns (mask as a (k, j, i) array on the input grid, updated findings)."""
     out = Path(out_dir)
     result_findings = findings_mod.read_findings(out / "findings.json")
@@ -61,6 +62,8 @@ def rethreshold(out_dir: str | Path, method: str, percentile: float) -> tuple[np
             writes[out / name] = staging / name
         for target, source in writes.items():  # each file is replaced whole, never left half-written
             os.replace(source, target)
+        for stale in out.glob("report_llm.*"):  # written for the old threshold: no longer what the findings say
+            stale.unlink()
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return mask, result_findings

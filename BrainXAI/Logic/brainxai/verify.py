@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .atlas import terminology_rows
+from .atlas import display_name, hemisphere_of, terminology_rows
 from .findings import validate, walk
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ _OTHER_ANATOMY = [r"cerebell\w+", r"corpus callosum", r"pons", r"pontine", r"med
 
 
 def _base(name: str) -> str:
-    return re.sub(r"^(?:Left|Right)\s+", "", name.replace("_", " ").replace("Ventrical", "Ventricle")).strip()
+    return re.sub(r"^(?:Left|Right)\s+", "", display_name(name)).strip()
 
 
 @lru_cache(maxsize=1)
@@ -195,7 +195,7 @@ def _facts(findings: dict) -> _Facts:
     if lesion["peak_region"]:
         named.append((lesion["peak_region"], None))
     for name, hemi in named:
-        side = "left" if name.startswith("Left") else "right" if name.startswith("Right") else hemi
+        side = hemisphere_of(name) or hemi
         regions.setdefault(_base(name), set()).add(side)
     shares: dict[str, dict] = {}
     for r in findings["regions"]:
@@ -223,7 +223,7 @@ def _facts(findings: dict) -> _Facts:
             numbers["ml"].append(float(v))
         if key.startswith("percent") or key.endswith("percent") or key.endswith("percentile"):
             numbers["percent"].append(float(v))
-        if key in ("probabilities", "dice_vs_segmentation") or path[:2] == ("diagnosis", "probabilities"):
+        if key == "dice_vs_segmentation" or path[:2] == ("diagnosis", "probabilities"):
             numbers["percent"].append(100.0 * float(v))
         if key in ("spacing_mm", "centroid_mni"):
             numbers["mm"].append(float(v))
@@ -328,6 +328,7 @@ class _Checker:
         self.claims: list[Claim] = []
         # Names quoted from the findings (template, atlas, stop condition): their digits are not claims of their own.
         self.quoted = [_verbatim(v) for v in self.f.strings if len(v) >= 6 and re.search(r"\d", v)]
+        self.quoted_numbers = set(re.findall(r"\d+(?:\.\d+)*", " ".join(self.f.strings)))
 
     def add(self, kind, text, supported, reason, start, subject=""):
         self.claims.append(Claim(kind, text.strip(), supported, "" if supported else reason, start, subject))
@@ -448,7 +449,7 @@ class _Checker:
             if any(a <= m.start() < b for a, b in taken):
                 continue
             token, unit = m.group(1), _UNITS.get((m.group(3) or "").strip().lower(), "")
-            quoted = any(re.search(rf"(?<![\d.]){re.escape(token)}(?![\d])", st) for st in f.strings)
+            quoted = token.lstrip("-−") in self.quoted_numbers
             if token.count(".") > 1:  # a version: only verbatim
                 self.add("number", m.group(), quoted, "not in the findings", off + m.start())
                 continue
@@ -501,7 +502,9 @@ class _Checker:
             denied = _inside(m.start(), neg)
             self.add("negation" if denied else "finding", m.group(), denied != self.f.has_warnings,
                      "the findings carry " + ("warnings" if self.f.has_warnings else "no warnings"), off + m.start())
+        outcome_stated = False
         for m in re.finditer(r"\bregistration\b[^.;]*?\b(fail\w*|succe\w+|unsuccessful)\b", s, re.I):
+            outcome_stated = True
             failed = m.group(1).lower().startswith(("fail", "unsucc")) != _inside(m.start(1), neg)
             ok = self.f.converged is not None and failed != self.f.converged
             self.add("finding", m.group(1), ok, "the findings say registration " + (
@@ -511,10 +514,10 @@ class _Checker:
                              r"examination|brain) (?:is|was|appears) (?:normal|unremarkable)\b", s, re.I):
             self.add("finding", m.group(), self.f.label == "no_tumor" and self.f.lesion_ml == 0,
                      f"the findings report a {self.f.lesion_ml:g} mL lesion ({self.f.label})", off + m.start())
-        if re.search(r"\bconverg\w*", s, re.I) and self.f.converged is not None:
-            denied = bool(neg) or re.search(r"\bfail\w*|\bdid not\b", s, re.I)
-            m = re.search(r"\bconverg\w*", s, re.I)
-            self.add("negation" if denied else "finding", m.group(), bool(denied) != self.f.converged,
+        m = re.search(r"\bconverg\w*", s, re.I)
+        if m and self.f.converged is not None and not outcome_stated:  # "failed to converge" was checked above
+            denied = _inside(m.start(), neg)
+            self.add("negation" if denied else "finding", m.group(), denied != self.f.converged,
                      "the findings say registration " + ("converged" if self.f.converged else "did not converge"),
                      off + m.start())
 
