@@ -115,8 +115,8 @@ def run(input_path: str | Path, scorecam_slices: int = 3, progress=None) -> dict
         t0 = time.perf_counter()
         current[1] = t0
         memory.stage = "start"
-        result = pipeline.analyse(*read_input(input_path), pipeline.Options(methods=("gradcam++",)),
-                                  progress=on_progress)
+        image, info = read_input(input_path)  # inside the timing: the 'read' row
+        result = pipeline.analyse(image, info, pipeline.Options(methods=("gradcam++",)), progress=on_progress)
         on_progress("write", 0)
         pipeline.write_outputs(result, Path(tmp) / "out")
         on_progress("end", 0)
@@ -130,13 +130,8 @@ def run(input_path: str | Path, scorecam_slices: int = 3, progress=None) -> dict
                            "slices_with_brain": int(len(result.analysed_slices))}
 
         # The same slices the pipeline saw, in model space.
-        model = load_model()
-        image, _ = read_input(input_path)
-        oriented = preprocess.orient_for_model(image)
-        arr = sitk.GetArrayFromImage(oriented)
-        head = arr > preprocess.foreground_threshold(arr)
-        frame = preprocess.head_frame(head, model.cfg.input_size)
-        slices = preprocess.to_model(preprocess.scale_intensity(arr), frame)
+        model = load_model()  # outside the timing; the pipeline's own load is in the 'load' row
+        _, _, head, frame, slices = preprocess.model_slices(image, model.cfg.input_size)
         seg = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images["tumor_segmentation"])) > 0
         seg_model = preprocess.to_model(seg.astype(np.float32), frame) > 0.5
         region = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images["analysis_region"])) > 0

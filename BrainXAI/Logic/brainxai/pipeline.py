@@ -111,11 +111,7 @@ def analyse(
     model = model or load_model(options.model_path)
 
     track.stage("preprocess")
-    oriented = preprocess.orient_for_model(image)
-    arr = sitk.GetArrayFromImage(oriented)  # (k, j, i): axial slices in radiological display
-    head = arr > preprocess.foreground_threshold(arr)
-    frame = preprocess.head_frame(head, model.cfg.input_size)
-    slices = preprocess.to_model(preprocess.scale_intensity(arr), frame)
+    oriented, arr, head, frame, slices = preprocess.model_slices(image, model.cfg.input_size)
     sx, sy, sz = oriented.GetSpacing()
 
     # Registration comes first: the MNI brain carried onto the scan says where a brain tumour can be, so the

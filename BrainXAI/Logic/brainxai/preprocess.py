@@ -108,3 +108,12 @@ def prepare_slice(gray: np.ndarray, size: int, mask: np.ndarray | None = None):
     if mask is None:
         return img, None
     return img, to_model(mask[None].astype(np.float32), frame)[0] > 0.5
+
+
+def model_slices(image: sitk.Image, size: int):
+    """The volume as the model sees it: (reoriented image, its array, head mask, square frame, model slices)."""
+    oriented = orient_for_model(image)
+    arr = sitk.GetArrayFromImage(oriented)  # (k, j, i): axial slices in radiological display
+    head = arr > foreground_threshold(arr)
+    frame = head_frame(head, size)
+    return oriented, arr, head, frame, to_model(scale_intensity(arr), frame)
