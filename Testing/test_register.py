@@ -185,3 +185,18 @@ def test_brain_region_covers_the_brain_and_not_the_neck(brats, ixi):
     lowest = with_head[: len(with_head) // 5]  # the lowest fifth of the head: neck and face
     assert not region[lowest].any()
     assert region.any((1, 2)).sum() > 0.5 * len(with_head)
+
+
+def test_cached_template_pyramid_equals_a_fresh_computation():
+    """Each level the registration uses comes from the user's cache; it must be exactly what the template gives."""
+    fresh = register._build_template_pyramid()
+    for shrink, (fixed, mask) in register._template_pyramid().items():
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(fixed), fresh[f"fixed{shrink}"])
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(mask), fresh[f"mask{shrink}"])
+        g = fresh[f"geometry{shrink}"]
+        assert np.allclose([*fixed.GetOrigin(), *fixed.GetSpacing(), *fixed.GetDirection()], g)
+        assert fixed.GetSize() == mask.GetSize() and fixed.GetOrigin() == mask.GetOrigin()
+    # The 1 mm level is the template itself, its mask the dilated template brain.
+    level1 = register._template_pyramid()[1][0]
+    assert level1.GetSize() == register.load_mni_template().GetSize()
+    assert level1.GetOrigin() == register.load_mni_template().GetOrigin()

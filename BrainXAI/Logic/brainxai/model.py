@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -182,6 +183,44 @@ class ClassifierView(nn.Module):
         return module
 
 
+class HeadView(nn.Module):
+    """The classification head alone, on the features it pools (computed once, in the model stage).
+
+    pytorch-grad-cam run on this view differentiates the class score with respect to those features through the
+    head only: the same gradients as through the whole network (the features are its input), for no second forward
+    pass and no backward pass through the encoder. `features` is the target layer.
+    """
+
+    def __init__(self, net: nn.Module, temperature: float = 1.0):
+        super().__init__()
+        self.net = net
+        self.temperature = temperature
+        self.features = nn.Identity()
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if not f.requires_grad:  # the target layer's gradient hook needs a graph that starts at the features
+            f = f.detach().requires_grad_()
+        return self.net.classification_head(self.features(f)) / self.temperature
+
+
+def _head_source(net: nn.Module) -> tuple[nn.Module, Callable]:
+    """The module whose forward output holds what the classification head pools, and how to pick it out."""
+    if isinstance(net, DualHeadUnet):
+        return net.head_input, lambda out: out
+    return net.encoder, lambda out: out[-1]  # legacy: smp's aux head on the deepest encoder stage
+
+
+@contextmanager
+def precision_mode(model: "LoadedModel", precision: str):
+    """precision "fast": bfloat16 autocast with channels-last weights where the CPU computes bf16 natively (the
+    model was trained under the same autocast), else fp32; "fp32": always fp32. Yields the input memory layout."""
+    fast = precision == "fast" and fast_precision_available()
+    layout = torch.channels_last if fast else torch.contiguous_format
+    model.net.to(memory_format=layout)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+        yield layout
+
+
 @dataclass
 class LoadedModel:
     net: nn.Module
@@ -193,6 +232,9 @@ class LoadedModel:
 
     def classifier(self) -> ClassifierView:
         return ClassifierView(self.net, self.cfg.temperature).eval()
+
+    def head_view(self) -> HeadView:
+        return HeadView(self.net, self.cfg.temperature).eval()
 
     def info(self) -> dict:
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "classes": list(self.cfg.classes)}
@@ -257,23 +299,48 @@ def predict_slices(
     progress: Callable[[int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     precision: str = "fp32",
-) -> tuple[np.ndarray, np.ndarray]:
+    keep_features: bool = False,
+) -> tuple[np.ndarray, ...]:
     """slices: (N, S, S) float32 in [0, 1] at the model size. Returns class probabilities (N, C) and
-    tumour probability maps (N, S, S). precision "fast": bfloat16 autocast with channels-last tensors where the CPU
-    supports bf16 natively (the model was trained under the same autocast), else fp32; "fp32" always fp32."""
-    fast = precision == "fast" and fast_precision_available()
-    layout = torch.channels_last if fast else torch.contiguous_format
-    model.net.to(memory_format=layout)
+    tumour probability maps (N, S, S); with keep_features also the features the classification head pools
+    (N, F, h, w) float32, from the same forward pass, for the CAMs. precision: see precision_mode."""
     probs = np.empty((len(slices), len(model.cfg.classes)), np.float32)
     seg = np.empty(slices.shape, np.float32)
-    for start in range(0, len(slices), batch_size):
-        if cancel is not None and cancel():
-            raise BrainXAIError("cancelled")
-        x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None]))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
-            mask_logits, class_logits = model.net(x.contiguous(memory_format=layout))
-        probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()
-        seg[start : start + len(x)] = torch.sigmoid(mask_logits[:, 0].float()).numpy()
-        if progress is not None:
-            progress(len(x))
-    return probs, seg
+    kept: list[np.ndarray] = []
+    module, pick = _head_source(model.net)
+    hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy())) \
+        if keep_features else None
+    try:
+        with precision_mode(model, precision) as layout:
+            for start in range(0, len(slices), batch_size):
+                if cancel is not None and cancel():
+                    raise BrainXAIError("cancelled")
+                x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None]))
+                mask_logits, class_logits = model.net(x.contiguous(memory_format=layout))
+                probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()
+                seg[start : start + len(x)] = torch.sigmoid(mask_logits[:, 0].float()).numpy()
+                if progress is not None:
+                    progress(len(x))
+    finally:
+        if hook is not None:
+            hook.remove()
+    if not keep_features:
+        return probs, seg
+    return probs, seg, np.concatenate(kept) if kept else np.zeros((0,), np.float32)
+
+
+@torch.no_grad()
+def head_features(model: LoadedModel, slices: np.ndarray, batch_size: int = 16, precision: str = "fp32") -> np.ndarray:
+    """What the classification head pools, (N, F, h, w) float32: only the layers the class score depends on."""
+    view = model.classifier()
+    module, pick = _head_source(model.net)
+    kept: list[np.ndarray] = []
+    hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy()))
+    try:
+        with precision_mode(model, precision) as layout:
+            for start in range(0, len(slices), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None], np.float32))
+                view(x.contiguous(memory_format=layout))
+    finally:
+        hook.remove()
+    return np.concatenate(kept)

@@ -43,7 +43,7 @@ class Options:
     model_path: Path | None = None
     batch_size: int = 4  # measured on 2 cores: small batches keep activations in cache (docs/bench.md)
     max_cam_slices: int | None = None  # None: every slice with tumour evidence
-    precision: str = "fast"  # model stage: "fast" (bf16 where the CPU has it natively) or "fp32"
+    precision: str = "fast"  # model and Score-CAM passes: "fast" (bf16 where the CPU has it natively) or "fp32"
 
 
 @dataclass
@@ -139,8 +139,9 @@ def analyse(
 
     probs = np.zeros((len(arr), len(CLASSES)), np.float32)
     seg_model = np.zeros_like(slices)
-    probs[active], seg_model[active] = predict_slices(model, slices[active], options.batch_size, step, cancel,
-                                                        options.precision)
+    # The forward pass also keeps what the classification head pools: every CAM method starts from it.
+    probs[active], seg_model[active], features = predict_slices(model, slices[active], options.batch_size, step,
+                                                                cancel, options.precision, keep_features=True)
     seg_prob = preprocess.from_model(seg_model, frame)
     seg_mask = threshold.significant_components((seg_prob > LESION_PROBABILITY) & brain, oriented.GetSpacing())
     voxel_ml = sx * sy * sz / 1000.0
@@ -165,7 +166,8 @@ def analyse(
             _count[0] += n
             track.report((_base + _count[0]) / max(total, 1))
 
-        cams = method(model, slices[evidence], label, cam_step, cancel)
+        cams = method(model, slices[evidence], label, cam_step, cancel,
+                      features=features[np.searchsorted(active, evidence)], precision=options.precision)
         # pytorch-grad-cam scales every slice to [0, 1]; weighting by the slice's probability for the explained
         # class keeps weakly supported slices dim in the assembled 3D map.
         heat = np.zeros_like(slices)

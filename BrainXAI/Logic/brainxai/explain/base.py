@@ -1,18 +1,30 @@
-"""Shared machinery for CAM methods: pytorch-grad-cam does the maths; this runs it over slice batches."""
+"""Shared machinery for CAM methods: pytorch-grad-cam does the maths; this runs it over slice batches.
+
+All methods here weight the channels of the features the classification head pools. Those features come from
+the model stage's own forward pass when the pipeline has them (one forward pass shared by the prediction and
+every method), else from one batched forward pass here. Gradient methods then run on the head alone
+(model.HeadView); Score-CAM still needs its masked forward passes through the network.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import io
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from ..errors import BrainXAIError
-from ..model import LoadedModel
+from ..model import DEEPEST, LoadedModel, head_features, precision_mode
+
+
+def to_slice_size(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """What BaseCAM does after get_cam_image: scale each map to [0, 1] and resize it to the input (per target
+    layer), then scale the aggregate again. Maps made on the features' grid get here the same treatment."""
+    return scale_cam_image(scale_cam_image(np.maximum(maps, 0), size))
 
 
 @dataclass(frozen=True)
@@ -20,8 +32,9 @@ class CamMethod:
     name: str  # the id used on the CLI and in findings
     title: str  # the name a reader knows
     cam_class: type
-    batch_size: int = 8
+    batch_size: int = 32  # slices per call
     options: dict = field(default_factory=dict)  # attributes set on the pytorch-grad-cam object
+    uses_gradients: bool = True
 
     def __call__(
         self,
@@ -30,9 +43,44 @@ class CamMethod:
         target: int,
         progress: Callable[[int], None] | None = None,
         cancel: Callable[[], bool] | None = None,
+        features: np.ndarray | None = None,
+        precision: str = "fp32",
     ) -> np.ndarray:
         """slices (N, S, S) in [0, 1] -> heatmaps (N, S, S) in [0, 1], one min-max-scaled map per slice
-        for class index `target`."""
+        for class index `target`. `features`: the head's input for these slices from predict_slices(keep_features);
+        `precision` (see model.precision_mode) applies to any forward pass run here."""
+        if model.cfg.cam_layer != DEEPEST:  # another target layer: pytorch-grad-cam's own forward and backward
+            return self._on_network(model, slices, target, progress, cancel)
+        if features is None:
+            features = head_features(model, slices, precision=precision)
+        out = np.zeros(slices.shape, np.float32)
+        if self.uses_gradients:
+            view = model.head_view()
+            cam, layer = self.cam_class(model=view, target_layers=[view.features]), None
+        else:
+            view = model.classifier()
+            layer = view.target_layer()
+            cam = self.cam_class(model=view, target_layers=[layer])
+        for key, value in self.options.items():
+            setattr(cam, key, value)
+        # Gradient methods run no network at all here; Score-CAM's masked passes run at the requested precision.
+        with cam, (contextlib.nullcontext() if self.uses_gradients else precision_mode(model, precision)):
+            for start in range(0, len(slices), self.batch_size):
+                if cancel is not None and cancel():
+                    raise BrainXAIError("cancelled")
+                f = torch.from_numpy(features[start : start + self.batch_size])
+                targets = [ClassifierOutputTarget(target)] * len(f)
+                if self.uses_gradients:
+                    maps = cam(input_tensor=f, targets=targets)
+                else:  # the activations are known: straight to the channel weights and the weighted sum
+                    x = torch.from_numpy(np.ascontiguousarray(slices[start : start + len(f), None], np.float32))
+                    maps = cam.get_cam_image(x, layer, targets, f.numpy(), None)
+                out[start : start + len(f)] = to_slice_size(maps, slices.shape[:0:-1])
+                if progress is not None:
+                    progress(len(f))
+        return out
+
+    def _on_network(self, model, slices, target, progress, cancel) -> np.ndarray:
         out = np.zeros(slices.shape, np.float32)
         view = model.classifier()
         with self.cam_class(model=view, target_layers=[view.target_layer(model.cfg.cam_layer)]) as cam:
@@ -42,10 +90,7 @@ class CamMethod:
                 if cancel is not None and cancel():
                     raise BrainXAIError("cancelled")
                 x = torch.from_numpy(np.ascontiguousarray(slices[start : start + self.batch_size, None], np.float32))
-                targets = [ClassifierOutputTarget(target)] * len(x)
-                # pytorch-grad-cam prints its own per-image tqdm bars for some methods; ours is the one users see.
-                with contextlib.redirect_stderr(io.StringIO()):
-                    out[start : start + len(x)] = cam(input_tensor=x, targets=targets)
+                out[start : start + len(x)] = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
                 if progress is not None:
                     progress(len(x))
         return out

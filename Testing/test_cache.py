@@ -1,0 +1,51 @@
+"""The user-cache of derived arrays: built once, reused, rebuilt when damaged, never required."""
+
+import os
+
+import numpy as np
+
+from brainxai import cache
+
+
+def test_built_once_then_read_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"atlas")
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"a": np.arange(5), "b": np.eye(2)}
+
+    first = cache.derived_arrays("thing", source, build)
+    second = cache.derived_arrays("thing", source, build)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(second["a"], first["a"])
+    np.testing.assert_array_equal(second["b"], np.eye(2))
+    assert [p.name for p in (tmp_path / "c" / "brainxai").iterdir()] == [cache.cache_file("thing", source).name]
+    # A new version of the derivation, or a changed source, is a new entry.
+    cache.derived_arrays("thing", source, build, version="2")
+    assert len(calls) == 2
+    source.write_bytes(b"another atlas")
+    cache.derived_arrays("thing", source, build)
+    assert len(calls) == 3
+
+
+def test_damaged_entry_is_rebuilt_and_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"atlas")
+    entry = cache.cache_file("thing", source)
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"PK\x03\x04 half a file")
+    out = cache.derived_arrays("thing", source, lambda: {"a": np.ones(3)})
+    np.testing.assert_array_equal(out["a"], np.ones(3))
+    with np.load(entry) as d:  # replaced by a whole one
+        np.testing.assert_array_equal(d["a"], np.ones(3))
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be", encoding="utf-8")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    out = cache.derived_arrays("thing", source, lambda: {"a": np.zeros(2)})
+    np.testing.assert_array_equal(out["a"], np.zeros(2))
+    assert not any(name.endswith(".npz") for name in os.listdir(tmp_path))  # no stray temporary files
