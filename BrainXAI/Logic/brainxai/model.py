@@ -210,15 +210,33 @@ def _head_source(net: nn.Module) -> tuple[nn.Module, Callable]:
     return net.encoder, lambda out: out[-1]  # legacy: smp's aux head on the deepest encoder stage
 
 
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """A copy of `net` (in eval mode) with every BatchNorm2d folded into the Conv2d registered just before it, as
+    smp's and torchvision's blocks run them (a test checks the copy's outputs against the original's)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(net).eval()
+    for module in folded.modules():
+        names = list(module._modules)
+        for conv_name, bn_name in zip(names, names[1:]):
+            conv, bn = module._modules[conv_name], module._modules[bn_name]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                module._modules[bn_name] = nn.Identity()
+    return folded
+
+
 @contextmanager
 def precision_mode(model: "LoadedModel", precision: str):
-    """precision "fast": bfloat16 autocast with channels-last weights where the CPU computes bf16 natively (the
-    model was trained under the same autocast), else fp32; "fp32": always fp32. Yields the input memory layout."""
-    fast = precision == "fast" and fast_precision_available()
-    layout = torch.channels_last if fast else torch.contiguous_format
-    model.net.to(memory_format=layout)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
-        yield layout
+    """Yields (network, input preparation). precision "fast", where the CPU computes bfloat16 natively (AVX512-BF16
+    / AMX; the model was trained under bf16 autocast): batch norm folded into the convolutions, bf16 weights and
+    channels-last tensors; elsewhere, and for "fp32", the network as trained, in fp32."""
+    if precision == "fast" and fast_precision_available():
+        yield model.fast_network(), lambda x: x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    else:
+        yield model.net, lambda x: x
 
 
 @dataclass
@@ -229,9 +247,16 @@ class LoadedModel:
     version: str
     sha256: str
     card: dict = field(default_factory=dict)
+    _fast: nn.Module | None = field(default=None, repr=False)
 
-    def classifier(self) -> ClassifierView:
-        return ClassifierView(self.net, self.cfg.temperature).eval()
+    def classifier(self, net: nn.Module | None = None) -> ClassifierView:
+        return ClassifierView(self.net if net is None else net, self.cfg.temperature).eval()
+
+    def fast_network(self) -> nn.Module:
+        """The network for precision "fast" (see precision_mode), made once."""
+        if self._fast is None:
+            self._fast = fold_batchnorm(self.net).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        return self._fast
 
     def head_view(self) -> HeadView:
         return HeadView(self.net, self.cfg.temperature).eval()
@@ -258,10 +283,16 @@ def save_checkpoint(net: nn.Module, cfg: ModelConfig, path: Path, meta: dict) ->
     torch.save({"config": cfg.to_dict(), "state_dict": state, "meta": meta}, path)
 
 
-def load_model(path: str | Path | None = None) -> LoadedModel:
+def weights_path(path: str | Path | None = None) -> Path:
+    """The weights file to load (the packaged one by default); a one-line error if it is not there."""
     path = Path(path) if path else default_weights_path()
     if not path.is_file():
         raise BrainXAIError(f"model weights not found: {path} (train with 'brainxai train' or reinstall brainxai)")
+    return path
+
+
+def load_model(path: str | Path | None = None) -> LoadedModel:
+    path = weights_path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem means the same thing to the user
@@ -307,23 +338,23 @@ def predict_slices(
     probs = np.empty((len(slices), len(model.cfg.classes)), np.float32)
     seg = np.empty(slices.shape, np.float32)
     kept: list[np.ndarray] = []
-    module, pick = _head_source(model.net)
-    hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy())) \
-        if keep_features else None
-    try:
-        with precision_mode(model, precision) as layout:
+    with precision_mode(model, precision) as (net, prepare):
+        module, pick = _head_source(net)
+        hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy())) \
+            if keep_features else None
+        try:
             for start in range(0, len(slices), batch_size):
                 if cancel is not None and cancel():
                     raise BrainXAIError("cancelled")
                 x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None]))
-                mask_logits, class_logits = model.net(x.contiguous(memory_format=layout))
+                mask_logits, class_logits = net(prepare(x))
                 probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()
                 seg[start : start + len(x)] = torch.sigmoid(mask_logits[:, 0].float()).numpy()
                 if progress is not None:
                     progress(len(x))
-    finally:
-        if hook is not None:
-            hook.remove()
+        finally:
+            if hook is not None:
+                hook.remove()
     if not keep_features:
         return probs, seg
     return probs, seg, np.concatenate(kept) if kept else np.zeros((0,), np.float32)
@@ -332,15 +363,15 @@ def predict_slices(
 @torch.no_grad()
 def head_features(model: LoadedModel, slices: np.ndarray, batch_size: int = 16, precision: str = "fp32") -> np.ndarray:
     """What the classification head pools, (N, F, h, w) float32: only the layers the class score depends on."""
-    view = model.classifier()
-    module, pick = _head_source(model.net)
     kept: list[np.ndarray] = []
-    hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy()))
-    try:
-        with precision_mode(model, precision) as layout:
+    with precision_mode(model, precision) as (net, prepare):
+        view = model.classifier(net)
+        module, pick = _head_source(net)
+        hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy()))
+        try:
             for start in range(0, len(slices), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None], np.float32))
-                view(x.contiguous(memory_format=layout))
-    finally:
-        hook.remove()
+                view(prepare(torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None],
+                                                                   np.float32))))
+        finally:
+            hook.remove()
     return np.concatenate(kept)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,9 +20,9 @@ import SimpleITK as sitk
 from . import CLASSES, __version__
 from . import atlas, findings as findings_mod, preprocess, register, report, threshold
 from .errors import BrainXAIError
-from .explain import get_method
+from .explain import check_names
 from .load import InputInfo, read_input
-from .model import LoadedModel, load_model, predict_slices
+from .model import LoadedModel, predict_slices, weights_path
 
 Progress = Callable[[str, float], None]  # (stage, overall fraction 0..1)
 Cancel = Callable[[], bool]
@@ -32,7 +33,7 @@ MIN_LESION_ML = 0.1  # smaller segmented blobs are treated as noise, not tumour 
 NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of brain
 
 # Share of the progress bar per stage, roughly their cost.
-_STAGES = {"load": 0.02, "preprocess": 0.03, "register": 0.2, "model": 0.15, "explain": 0.5, "threshold": 0.02,
+_STAGES = {"preprocess": 0.03, "register": 0.2, "load": 0.02, "model": 0.15, "explain": 0.5, "threshold": 0.02,
            "atlas": 0.04, "report": 0.04}
 
 
@@ -76,6 +77,33 @@ class _Tracker:
             raise BrainXAIError("cancelled")
 
 
+class _Preload:
+    """Imports the CAM and network libraries (pytorch-grad-cam, torchvision, timm, smp, scikit-learn: about 5 s
+    in a fresh process) and reads the weights on a worker thread while the caller preprocesses and registers:
+    SimpleITK releases the GIL, so both cores work and the user waits for the longer of the two, not the sum."""
+
+    def __init__(self, model: LoadedModel | None, options: "Options", methods: list[str]):
+        pool = ThreadPoolExecutor(1, thread_name_prefix="brainxai-preload")
+        self._future = pool.submit(self._load, model, options, methods)
+        pool.shutdown(wait=False)
+
+    @staticmethod
+    def _load(model, options, methods):
+        from .explain import get_method
+        from .model import load_model
+
+        model = model or load_model(options.model_path)
+        # One batch of zeros at the run's precision and batch size: the network for that precision is made and
+        # the CPU kernels for that shape are chosen now, not on the first real batch.
+        size = model.cfg.input_size
+        predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
+                       precision=options.precision)
+        return model, [get_method(m) for m in methods]
+
+    def result(self):
+        return self._future.result()
+
+
 def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) -> sitk.Image:
     img = sitk.Cast(sitk.GetImageFromArray(arr), pixel)
     img.CopyInformation(reference)
@@ -104,14 +132,14 @@ def analyse(
     cancel: Cancel | None = None,
 ) -> Result:
     options = options or Options()
-    methods = [get_method(m) for m in options.methods]
+    names = check_names(options.methods)
+    if model is None:
+        weights_path(options.model_path)  # a missing weights file is said now, not after the registration
+    preload = _Preload(model, options, names)
     track = _Tracker(progress, cancel)
 
-    track.stage("load")
-    model = model or load_model(options.model_path)
-
     track.stage("preprocess")
-    oriented, arr, head, frame, slices = preprocess.model_slices(image, model.cfg.input_size)
+    oriented, arr, head = preprocess.oriented_volume(image)
     sx, sy, sz = oriented.GetSpacing()
 
     # Registration comes first: the MNI brain carried onto the scan says where a brain tumour can be, so the
@@ -130,7 +158,11 @@ def analyse(
     brain_area = brain.sum((1, 2)) * sx * sy
     active = np.nonzero(brain_area > 0)[0]
 
+    track.stage("load")  # usually done by now: what is left of the preload
+    model, methods = preload.result()
+
     track.stage("model")
+    frame, slices = preprocess.frame_slices(arr, head, model.cfg.input_size)
     n_done = [0]
 
     def step(n):

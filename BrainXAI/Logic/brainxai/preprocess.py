@@ -110,10 +110,20 @@ def prepare_slice(gray: np.ndarray, size: int, mask: np.ndarray | None = None):
     return img, to_model(mask[None].astype(np.float32), frame)[0] > 0.5
 
 
+def oriented_volume(image: sitk.Image):
+    """(reoriented image, its array, head mask): axial slices in radiological display, no model needed."""
+    oriented = orient_for_model(image)
+    arr = sitk.GetArrayFromImage(oriented)  # (k, j, i)
+    return oriented, arr, arr > foreground_threshold(arr)
+
+
+def frame_slices(arr: np.ndarray, head: np.ndarray, size: int):
+    """(square frame around the head, the slices as a model of input `size` sees them)."""
+    frame = head_frame(head, size)
+    return frame, to_model(scale_intensity(arr), frame)
+
+
 def model_slices(image: sitk.Image, size: int):
     """The volume as the model sees it: (reoriented image, its array, head mask, square frame, model slices)."""
-    oriented = orient_for_model(image)
-    arr = sitk.GetArrayFromImage(oriented)  # (k, j, i): axial slices in radiological display
-    head = arr > foreground_threshold(arr)
-    frame = head_frame(head, size)
-    return oriented, arr, head, frame, to_model(scale_intensity(arr), frame)
+    oriented, arr, head = oriented_volume(image)
+    return (oriented, arr, head, *frame_slices(arr, head, size))

@@ -7,7 +7,7 @@ scalp and neck never enter the metric. The centred moments initialisation is bia
 the neck on a head scan, so short coarse rigid runs are started from a few superior offsets, then
 from +-20 degree tilts of the best one about each axis, and the best metric wins. Then a rigid stage
 (shrink 8/4/2) and an affine stage (shrink 4/2/1), with Gaussian smoothing and random sampling of
-~4-40 k points per level. Coarse to fine: the smoothed, shrunk images of each level are made once (the
+~4-23 k points per level. Coarse to fine: the smoothed, shrunk images of each level are made once (the
 template's once per process) and shared by the probes and both stages, the input's at about half the
 level's spacing. Everything is done in physical (LPS mm) space, so any direction cosines work.
 """
@@ -35,8 +35,8 @@ MIN_MUTUAL_INFORMATION = 0.1  # brain MRIs reach 0.35-0.45 here; pure noise "con
 _INIT_OFFSETS_MM = (0.0, 20.0, 40.0)  # superior shifts tried against the neck bias of a head scan
 # Then tilts of the best start about each axis: one coarse run captures ~15 degrees, heads can be tilted ~35.
 _INIT_TILTS_DEG = (20.0, -20.0)
-# Sampling fractions per shrink factor: ~4-40 k points per level (the dilated template mask holds ~2.3 M voxels).
-_SAMPLING = {8: 1.0, 4: 0.5, 2: 0.1, 1: 0.02}
+# Sampling fractions per shrink factor: ~4-23 k points per level (the dilated template mask holds ~2.3 M voxels).
+_SAMPLING = {8: 1.0, 4: 0.5, 2: 0.05, 1: 0.01}
 _SIGMA_MM = {8: 4.0, 4: 2.0, 2: 1.0, 1: 0.0}  # Gaussian smoothing per shrink factor of the 1 mm template
 _RIGID_LEVELS, _AFFINE_LEVELS, _PROBE_LEVEL = (8, 4, 2), (4, 2, 1), 8
 _LEVEL_ITERATIONS = 200
@@ -197,9 +197,11 @@ class _Progress:
             raise BrainXAIError("cancelled")
 
 
-def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _Progress):
-    """One pyramid level: the template level `shrink` against the input smoothed to match (`moving`)."""
-    fixed, mask = _template_level(shrink)
+def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _Progress, prebuilt: bool = True):
+    """One pyramid level: the template level `shrink` against the input smoothed to match (`moving`). With
+    prebuilt=False, full-resolution images go in and SimpleITK smooths and shrinks them itself, as its examples
+    do (the benchmark's naive baseline)."""
+    fixed, mask = _template_level(shrink if prebuilt else 1)
     R = sitk.ImageRegistrationMethod()
     R.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     R.SetMetricSamplingStrategy(R.RANDOM)
@@ -211,8 +213,9 @@ def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _
     R.SetInterpolator(sitk.sitkLinear)
     _set_optimizer(R, iterations)
     R.SetOptimizerScalesFromPhysicalShift()
-    R.SetShrinkFactorsPerLevel([1])  # the pyramid is made beforehand (_template_level, _moving_levels)
-    R.SetSmoothingSigmasPerLevel([0.0])
+    R.SetShrinkFactorsPerLevel([1] if prebuilt else [shrink])  # prebuilt: _template_level, _moving_levels
+    R.SetSmoothingSigmasPerLevel([0.0] if prebuilt else [_SIGMA_MM[shrink]])
+    R.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     R.SetInitialTransform(transform, inPlace=True)
     count = [0]
 
@@ -237,11 +240,11 @@ def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _
     return R.GetMetricValue(), count[0], stop, any(k in stop for k in _CONVERGED_STOPS)
 
 
-def _stage(levels, moving: dict[int, sitk.Image], transform, tracker: _Progress):
+def _stage(levels, moving: dict[int, sitk.Image], transform, tracker: _Progress, prebuilt: bool = True):
     """Coarse to fine over `levels`; returns the finest level's (metric, stop, converged) and the iterations."""
     total = 0
     for shrink in levels:
-        value, n, stop, converged = _run(shrink, moving[shrink], transform, _LEVEL_ITERATIONS, tracker)
+        value, n, stop, converged = _run(shrink, moving[shrink], transform, _LEVEL_ITERATIONS, tracker, prebuilt)
         total += n
     return value, stop, converged, total
 
@@ -280,14 +283,15 @@ def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image, metric_va
 
 
 def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None = None,
-                    cancel: Callable[[], bool] | None = None) -> Registration:
+                    cancel: Callable[[], bool] | None = None, prebuilt_pyramid: bool = True) -> Registration:
     """Affine registration of `image` (moving) to the MNI152 1 mm template (fixed).
 
     `converged` is True only when the finest affine level stopped because its step became too small
     (not on the iteration cap), the mutual information is at least MIN_MUTUAL_INFORMATION, the scale
     factors lie in SCALE_RANGE and the template brain falls inside the input's field of view;
     otherwise `stop_condition` says why. Raises BrainXAIError("cancelled")
-    when `cancel()` returns True, and BrainXAIError when the optimiser itself fails.
+    when `cancel()` returns True, and BrainXAIError when the optimiser itself fails. prebuilt_pyramid=False
+    leaves smoothing and shrinking to SimpleITK at every level (same algorithm, slower: for the benchmark).
     """
     fixed = load_mni_template()
     total = len(_INIT_OFFSETS_MM) + 3 * len(_INIT_TILTS_DEG) + len(_RIGID_LEVELS) + len(_AFFINE_LEVELS)
@@ -296,10 +300,13 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     tracker.report()
     moving = _prepare_moving(image)
 
-    pyramid = _moving_levels(moving, (_PROBE_LEVEL, *_RIGID_LEVELS, *_AFFINE_LEVELS))
-    try:  # centres of mass from a coarse level: the same centres, from a few hundred times fewer voxels
-        init = sitk.CenteredTransformInitializer(_template_level(_PROBE_LEVEL)[0], pyramid[_PROBE_LEVEL],
-                                                 sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    levels = (_PROBE_LEVEL, *_RIGID_LEVELS, *_AFFINE_LEVELS)
+    pyramid = _moving_levels(moving, levels) if prebuilt_pyramid else dict.fromkeys(levels, moving)
+    # Centres of mass from the coarsest level: the same centres, from a few hundred times fewer voxels.
+    pair = (_template_level(_PROBE_LEVEL)[0], pyramid[_PROBE_LEVEL]) if prebuilt_pyramid else (fixed, moving)
+    try:
+        init = sitk.CenteredTransformInitializer(*pair, sitk.Euler3DTransform(),
+                                                 sitk.CenteredTransformInitializerFilter.MOMENTS)
     except RuntimeError as e:
         raise BrainXAIError(f"registration to MNI failed at initialisation: {str(e).strip().splitlines()[-1][:200]}") from None
     init = sitk.Euler3DTransform(init)
@@ -312,7 +319,7 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
         t.SetTranslation(translation)
         t.SetRotation(*angles)
         try:
-            value, n, _, _ = _run(_PROBE_LEVEL, pyramid[_PROBE_LEVEL], t, _PROBE_ITERATIONS, tracker)
+            value, n, _, _ = _run(_PROBE_LEVEL, pyramid[_PROBE_LEVEL], t, _PROBE_ITERATIONS, tracker, prebuilt_pyramid)
         except BrainXAIError as e:
             if str(e) == "cancelled":
                 raise
@@ -333,10 +340,10 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
             probe(start, tuple(angles))
 
     rigid = best[1]
-    *_, n = _stage(_RIGID_LEVELS, pyramid, rigid, tracker)
+    *_, n = _stage(_RIGID_LEVELS, pyramid, rigid, tracker, prebuilt_pyramid)
     iterations += n
     affine = _affine_from(rigid)
-    value, stop, final_converged, n = _stage(_AFFINE_LEVELS, pyramid, affine, tracker)
+    value, stop, final_converged, n = _stage(_AFFINE_LEVELS, pyramid, affine, tracker, prebuilt_pyramid)
     iterations += n
     problem = _plausibility(affine, moving, value)
     if problem and "non-finite" in problem:

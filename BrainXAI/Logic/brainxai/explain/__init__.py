@@ -1,14 +1,33 @@
-"""Explain stage: one small module per method over a shared base (explain/base.py)."""
+"""Explain stage: one small module per method over a shared base (explain/base.py).
+
+A method's module (and with it pytorch-grad-cam, torchvision and scikit-learn: seconds to import) is loaded only
+when the method is used, so method names can be checked, and the command line built, without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ..errors import BrainXAIError
-from . import gradcam, gradcampp, scorecam
-from .base import CamMethod
 
-METHODS: dict[str, CamMethod] = {m.METHOD.name: m.METHOD for m in (gradcam, gradcampp, scorecam)}
+if TYPE_CHECKING:
+    from .base import CamMethod
+
+_MODULES = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorecam"}
+METHODS: tuple[str, ...] = tuple(_MODULES)  # the ids used on the command line and in findings
+
+
+def check_names(names) -> list[str]:
+    """The method ids, lower-cased; a one-line error for an unknown one."""
+    out = []
+    for name in names:
+        if name.lower() not in _MODULES:
+            raise BrainXAIError(f"unknown explanation method '{name}': choose from {', '.join(METHODS)}")
+        out.append(name.lower())
+    return out
 
 
 def get_method(name: str) -> CamMethod:
-    try:
-        return METHODS[name.lower()]
-    except KeyError:
-        raise BrainXAIError(f"unknown explanation method '{name}': choose from {', '.join(METHODS)}") from None
+    (name,) = check_names([name])
+    return importlib.import_module(f".{_MODULES[name]}", __name__).METHOD

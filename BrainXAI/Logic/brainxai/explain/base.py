@@ -8,7 +8,6 @@ every method), else from one batched forward pass here. Gradient methods then ru
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -54,30 +53,31 @@ class CamMethod:
         if features is None:
             features = head_features(model, slices, precision=precision)
         out = np.zeros(slices.shape, np.float32)
-        if self.uses_gradients:
-            view = model.head_view()
-            cam, layer = self.cam_class(model=view, target_layers=[view.features]), None
-        else:
-            view = model.classifier()
-            layer = view.target_layer()
-            cam = self.cam_class(model=view, target_layers=[layer])
-        for key, value in self.options.items():
-            setattr(cam, key, value)
         # Gradient methods run no network at all here; Score-CAM's masked passes run at the requested precision.
-        with cam, (contextlib.nullcontext() if self.uses_gradients else precision_mode(model, precision)):
-            for start in range(0, len(slices), self.batch_size):
-                if cancel is not None and cancel():
-                    raise BrainXAIError("cancelled")
-                f = torch.from_numpy(features[start : start + self.batch_size])
-                targets = [ClassifierOutputTarget(target)] * len(f)
-                if self.uses_gradients:
-                    maps = cam(input_tensor=f, targets=targets)
-                else:  # the activations are known: straight to the channel weights and the weighted sum
-                    x = torch.from_numpy(np.ascontiguousarray(slices[start : start + len(f), None], np.float32))
-                    maps = cam.get_cam_image(x, layer, targets, f.numpy(), None)
-                out[start : start + len(f)] = to_slice_size(maps, slices.shape[:0:-1])
-                if progress is not None:
-                    progress(len(f))
+        with precision_mode(model, "fp32" if self.uses_gradients else precision) as (net, prepare):
+            if self.uses_gradients:
+                view = model.head_view()
+                cam, layer = self.cam_class(model=view, target_layers=[view.features]), None
+            else:
+                view = model.classifier(net)
+                layer = view.target_layer()
+                cam = self.cam_class(model=view, target_layers=[layer])
+            for key, value in self.options.items():
+                setattr(cam, key, value)
+            with cam:
+                for start in range(0, len(slices), self.batch_size):
+                    if cancel is not None and cancel():
+                        raise BrainXAIError("cancelled")
+                    f = torch.from_numpy(features[start : start + self.batch_size])
+                    targets = [ClassifierOutputTarget(target)] * len(f)
+                    if self.uses_gradients:
+                        maps = cam(input_tensor=f, targets=targets)
+                    else:  # the activations are known: straight to the channel weights and the weighted sum
+                        x = torch.from_numpy(np.ascontiguousarray(slices[start : start + len(f), None], np.float32))
+                        maps = cam.get_cam_image(prepare(x), layer, targets, f.numpy(), None)
+                    out[start : start + len(f)] = to_slice_size(maps, slices.shape[:0:-1])
+                    if progress is not None:
+                        progress(len(f))
         return out
 
     def _on_network(self, model, slices, target, progress, cancel) -> np.ndarray:
