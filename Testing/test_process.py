@@ -23,8 +23,8 @@ def test_background_run_reports_progress_and_writes_the_folder(tmp_path):
             seen.append((p.stage, p.fraction))
         time.sleep(0.05)
     assert job.wait() == 0
-    stages = [s for s, _ in seen]
-    assert {"register", "model", "explain", "atlas"} <= set(stages), stages
+    assert job.stages == ["preprocess", "register", "load", "model", "explain", "threshold", "atlas", "report"], \
+        job.stages
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and job.last.fraction == pytest.approx(1.0)
     assert (tmp_path / "out" / "findings.json").is_file()

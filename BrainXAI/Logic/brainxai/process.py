@@ -75,6 +75,7 @@ class BackgroundExplain:
         self._stderr: list[str] = []
         self._threads: list[threading.Thread] = []
         self.last = Progress("starting", 0.0)
+        self.stages: list[str] = []  # every stage the child reported, in order (fast ones fall between two polls)
 
     def start(self) -> "BackgroundExplain":
         kwargs = {"start_new_session": True} if os.name == "posix" else {
@@ -105,6 +106,8 @@ class BackgroundExplain:
                 self.last = self._events.get_nowait()
             except queue.Empty:
                 return self.last
+            if not self.stages or self.stages[-1] != self.last.stage:
+                self.stages.append(self.last.stage)
 
     @property
     def running(self) -> bool:
