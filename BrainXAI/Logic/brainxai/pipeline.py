@@ -162,7 +162,8 @@ def analyse(
     model, methods = preload.result()
 
     track.stage("model")
-    frame, slices = preprocess.frame_slices(arr, head, model.cfg.input_size)
+    scaled = preprocess.scale_intensity(arr)  # for the model and the overview figure
+    frame, slices = preprocess.frame_slices(scaled, head, model.cfg.input_size)
     n_done = [0]
 
     def step(n):
@@ -284,7 +285,7 @@ def analyse(
     findings_mod.validate(result_findings)
     track.report(1.0)
     overview = {
-        "image": preprocess.scale_intensity(arr),
+        "image": scaled,
         "spacing": (sx, sy),
         "heatmap": images_oriented[f"heatmap_{methods[0].name}"] if methods else None,
         "mask": images_oriented[f"mask_{methods[0].name}"] if methods else None,

@@ -117,13 +117,14 @@ def oriented_volume(image: sitk.Image):
     return oriented, arr, arr > foreground_threshold(arr)
 
 
-def frame_slices(arr: np.ndarray, head: np.ndarray, size: int):
-    """(square frame around the head, the slices as a model of input `size` sees them)."""
+def frame_slices(scaled: np.ndarray, head: np.ndarray, size: int):
+    """(square frame around the head, the slices as a model of input `size` sees them); `scaled`: the volume
+    through scale_intensity."""
     frame = head_frame(head, size)
-    return frame, to_model(scale_intensity(arr), frame)
+    return frame, to_model(scaled, frame)
 
 
 def model_slices(image: sitk.Image, size: int):
     """The volume as the model sees it: (reoriented image, its array, head mask, square frame, model slices)."""
     oriented, arr, head = oriented_volume(image)
-    return (oriented, arr, head, *frame_slices(arr, head, size))
+    return (oriented, arr, head, *frame_slices(scale_intensity(arr), head, size))
