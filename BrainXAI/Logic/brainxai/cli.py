@@ -123,7 +123,10 @@ def _bench(args) -> int:
                   cli=not args.skip_cli)
     command = _command(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(results, command), encoding="utf-8")
+    # A hand-written preamble above a '---' line (what the figures mean, what changed) is kept on --overwrite.
+    old = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+    preamble = old[: old.index("\n---\n") + 5] + "\n" if "\n---\n" in old else ""
+    args.out.write_text(preamble + render(results, command), encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(args.out.read_text(encoding="utf-8"))
     return 0
