@@ -11,11 +11,22 @@ import pytest
 
 import brainxai
 from brainxai.errors import BrainXAIError
-from brainxai.process import BackgroundExplain, child_env
+from brainxai.process import BackgroundExplain, WarmWorker, child_env
 
 
-def test_background_run_reports_progress_and_writes_the_folder(tmp_path):
-    job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2).start()
+def _worker(warm: bool):
+    """A ready warm worker (what the Slicer module keeps at hand), or None for a fresh child per run."""
+    if not warm:
+        return None
+    worker = WarmWorker()
+    assert worker.wait_ready(300), worker.child.stderr[-3:]
+    return worker
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh child", "warm worker"])
+def test_background_run_reports_progress_and_writes_the_folder(tmp_path, warm):
+    worker = _worker(warm)
+    job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2).start(worker)
     seen = []
     while job.running:
         p = job.poll()
@@ -28,10 +39,27 @@ def test_background_run_reports_progress_and_writes_the_folder(tmp_path):
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and job.last.fraction == pytest.approx(1.0)
     assert (tmp_path / "out" / "findings.json").is_file()
+    if worker is not None:
+        assert not worker.alive  # one job, then it ends: nothing of this run stays for the next
 
 
-def test_cancel_kills_the_child_and_leaves_nothing(brats_path, tmp_path):
-    job = BackgroundExplain(brats_path, tmp_path / "out", methods=("scorecam",)).start()
+def test_idle_warm_worker_ends_when_closed_or_left(tmp_path):
+    worker = _worker(True)
+    worker.child.proc.stdin.close()  # the parent went away without a job
+    assert worker.child.proc.wait(30) == 0 and not worker.alive
+    worker = _worker(True)
+    worker.close()
+    assert not worker.alive
+    # A dead worker is not handed a job: the run falls back to a fresh child.
+    job = BackgroundExplain(tmp_path / "missing.nii.gz", tmp_path / "out").start(worker)
+    with pytest.raises(BrainXAIError, match="missing.nii.gz"):
+        job.wait(120)
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh child", "warm worker"])
+def test_cancel_kills_the_child_and_leaves_nothing(brats_path, tmp_path, warm):
+    worker = _worker(warm)
+    job = BackgroundExplain(brats_path, tmp_path / "out", methods=("scorecam",)).start(worker)
     deadline = time.time() + 120
     while job.running and job.poll().stage not in ("model", "explain") and time.time() < deadline:
         time.sleep(0.1)
@@ -68,13 +96,16 @@ def test_child_imports_the_package_the_parent_points_it_at(tmp_path):
         Path(brainxai.__file__).resolve().parent.parent)
 
 
-def test_background_run_writes_the_verified_llm_report(tmp_path):
-    """The Slicer panel's LLM settings travel to the child as --llm and BRAINXAI_LLM_* variables (never a key)."""
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh child", "warm worker"])
+def test_background_run_writes_the_verified_llm_report(tmp_path, warm):
+    """The Slicer panel's LLM settings travel to the child as --llm and BRAINXAI_LLM_* variables (never a key);
+    a warm worker, started before they were known, gets them with its job."""
     from llm_server import LLMServer
 
+    worker = _worker(warm)
     with LLMServer() as server:
         job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2, llm="vllm",
-                                llm_settings={"base_url": server.url + "/v1", "model": "correct"}).start()
+                                llm_settings={"base_url": server.url + "/v1", "model": "correct"}).start(worker)
         assert job.wait(600) == 0
         assert server.requests and server.requests[-1]["path"] == "/v1/chat/completions"
     record = json.loads((tmp_path / "out" / "report_llm.json").read_text(encoding="utf-8"))

@@ -12,7 +12,8 @@ The other stages (read, load, preprocess, threshold, report, write) are the same
 reported: every lever off, and only the model and CAM stages naive (the issue's per-slice pytorch-grad-cam loop,
 everything else ours). Score-CAM is compared per slice on slices with tumour evidence: pytorch-grad-cam's ScoreCAM
 with defaults against ours, with the Dice of each thresholded map against the segmentation head's mask. The
-command-line wall time (interpreter start, imports, everything) is measured in a child process.
+command-line wall time (interpreter start, imports, everything) is measured in a child process, and so is the
+Slicer module's way: the job handed to a warm worker process that has already imported everything.
 """
 
 from __future__ import annotations
@@ -109,6 +110,21 @@ def _cli_wall(input_path: Path, tmp: Path) -> tuple[float, float]:
     imports = timed(["-c", "import brainxai.cli, brainxai.pipeline, segmentation_models_pytorch"])
     wall = timed(["-m", "brainxai", "explain", str(input_path), "--methods", "gradcam++", "--out", str(tmp / "cli")])
     return wall, imports
+
+
+def _warm_wall(input_path: Path, tmp: Path) -> float:
+    """Seconds from handing the job to a ready warm worker (what the Slicer module keeps) to its end."""
+    from .process import BackgroundExplain, WarmWorker
+
+    worker = WarmWorker()
+    try:
+        if not worker.wait_ready(600):
+            raise RuntimeError("the warm worker did not get ready: " + " ".join(worker.child.stderr[-2:]))
+        t0 = time.perf_counter()
+        BackgroundExplain(input_path, tmp / "warm", methods=("gradcam++",)).start(worker).wait()
+        return time.perf_counter() - t0
+    finally:
+        worker.close()
 
 
 def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bool = True) -> dict:
@@ -210,6 +226,8 @@ def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bo
             say("ours from the command line in a fresh interpreter")
             results["cli_wall_s"], results["cli_imports_s"] = (round(v, 2) for v in _cli_wall(Path(input_path),
                                                                                                  Path(tmp)))
+            say("ours in a warm worker process, as the Slicer module runs it")
+            results["warm_worker_wall_s"] = round(_warm_wall(Path(input_path), Path(tmp)), 2)
     o, n, sc = results["ours"], results["naive"], results["scorecam"]
     results["ratios"] = {
         "end_to_end": round(n["total_s"] / o["total_s"], 2),
@@ -249,6 +267,10 @@ def render(r: dict, command: str) -> str:
     if "cli_wall_s" in r:
         row(f"command line wall, fresh interpreter (s; imports alone {r['cli_imports_s']:.1f} s)", "–",
             f"{r['cli_wall_s']:.1f}", "–", f"≤ {TARGETS['end_to_end_s']:g} s", r["cli_wall_s"] <= TARGETS["end_to_end_s"])
+    if "warm_worker_wall_s" in r:
+        row("Slicer module's background run, warm worker (s; job handed over to job done)", "–",
+            f"{r['warm_worker_wall_s']:.1f}", "–", f"≤ {TARGETS['end_to_end_s']:g} s",
+            r["warm_worker_wall_s"] <= TARGETS["end_to_end_s"])
     names = {"model": "model stage (s)", "explain": "Grad-CAM++ stage (s)", "register": "registration (s)",
              "atlas": "atlas (s)"}
     for stage, naive_s in n["stages_s"].items():

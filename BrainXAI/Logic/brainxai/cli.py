@@ -57,6 +57,34 @@ def _explain(args) -> int:
     return 0
 
 
+def _worker(args) -> int:
+    """Get ready for a run (imports, default weights, CPU kernels), say so, then run the one `brainxai` command
+    line the parent sends on stdin as JSON {"argv": [...], "env": {...}} (brainxai.process.WarmWorker)."""
+    import json
+    import os
+
+    import numpy as np
+
+    from .explain import METHODS, get_method
+    from .model import load_model, predict_slices
+    from .pipeline import Options
+    from .process import READY_LINE
+
+    for name in METHODS:
+        get_method(name)
+    model, options = load_model(), Options()
+    size = model.cfg.input_size
+    predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
+                   precision=options.precision)
+    print(READY_LINE, flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():  # the parent went away without a job
+        return 0
+    job = json.loads(line)
+    os.environ.update({str(k): str(v) for k, v in job.get("env", {}).items()})
+    return main([str(a) for a in job["argv"]])
+
+
 def _refuse_existing(out: Path, overwrite: bool) -> None:
     """Before minutes of work: a file the user has is never replaced without --overwrite."""
     if out.exists() and not overwrite:
@@ -254,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("findings", type=Path)
     k.add_argument("report", type=Path, help="the report (Markdown or plain text)")
     k.set_defaults(func=_verify)
+
+    w = sub.add_parser("worker", help="(for the Slicer module) preload, then run one command read from stdin")
+    w.set_defaults(func=_worker)
 
     b = sub.add_parser("bench", help="ours vs a naive per-slice pytorch-grad-cam baseline, side by side")
     b.add_argument("--input", type=Path, default=Path("../shared/data/volumes/brats/BraTS-GLI-00001-000-t1c.nii.gz"))

@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import BrainXAIError
 
 PROGRESS_PREFIX = "BRAINXAI-PROGRESS "
+READY_LINE = "BRAINXAI-READY"  # a warm worker's first line: imports done, weights read, waiting for its job
 
 
 def progress_line(stage: str, fraction: float) -> str:
@@ -43,6 +44,79 @@ def child_env(package_root: str | Path | None = None) -> dict[str, str]:
     env["PYTHONIOENCODING"] = "utf-8"  # whatever the locale, the child writes what the parent decodes
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
+
+
+def _spawn(cmd: list[str], env: dict, stdin: bool = False) -> subprocess.Popen:
+    kwargs = {"start_new_session": True} if os.name == "posix" else {
+        "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=env, **kwargs)
+
+
+class _Child:
+    """A child process whose stdout lines (progress, ready) and stderr lines are collected by reader threads."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.events: queue.Queue = queue.Queue()
+        self.stderr: list[str] = []
+        self.ready = threading.Event()
+        self.threads = [threading.Thread(target=self._read_stdout, daemon=True),
+                        threading.Thread(target=self._read_stderr, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                d = json.loads(line[len(PROGRESS_PREFIX):])
+                self.events.put(Progress(d["stage"], d["fraction"]))
+            elif line.strip() == READY_LINE:
+                self.ready.set()
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            if line.strip():
+                self.stderr.append(line.rstrip())
+
+
+class WarmWorker:
+    """A `brainxai worker` child that has imported the torch stack and read the default weights and now waits for
+    one job on stdin: a run handed to it skips the interpreter start-up and ~5 s of imports. It serves one job
+    and exits, so nothing of one patient's run stays in memory for the next; start another for the next run.
+    An idle worker holds about 1 GB of memory; close() ends it."""
+
+    def __init__(self, python: str | None = None, env: dict | None = None):
+        self.env = env if env is not None else child_env()
+        self.child = _Child(_spawn([python or sys.executable, "-m", "brainxai", "worker"], self.env, stdin=True))
+
+    @property
+    def alive(self) -> bool:
+        return self.child.proc.poll() is None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self.child.ready.wait(timeout)
+
+    def take(self, argv: list[str], env: dict[str, str]) -> _Child:
+        """Hand the worker its one job (a `brainxai` command line and environment overrides)."""
+        self.child.proc.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
+        self.child.proc.stdin.close()
+        return self.child
+
+    def close(self) -> None:
+        if self.alive:
+            _kill_group(self.child.proc, signal.SIGKILL)
+            self.child.proc.wait()
+
+
+def _kill_group(proc: subprocess.Popen, sig) -> None:
+    if os.name == "posix":
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # it ended in the meantime
+            pass
+    else:
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True)
 
 
 class BackgroundExplain:
@@ -71,33 +145,23 @@ class BackgroundExplain:
         if not allow_cloud:  # the caller's "no" wins over a config file or an inherited variable
             self.env["BRAINXAI_LLM_ALLOW_CLOUD"] = "0"
         self._proc: subprocess.Popen | None = None
+        self._child: _Child | None = None
         self._events: queue.Queue = queue.Queue()
         self._stderr: list[str] = []
         self._threads: list[threading.Thread] = []
         self.last = Progress("starting", 0.0)
         self.stages: list[str] = []  # every stage the child reported, in order (fast ones fall between two polls)
 
-    def start(self) -> "BackgroundExplain":
-        kwargs = {"start_new_session": True} if os.name == "posix" else {
-            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
-        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      encoding="utf-8", errors="replace", env=self.env, **kwargs)
-        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
-                         threading.Thread(target=self._read_stderr, daemon=True)]
-        for t in self._threads:
-            t.start()
+    def start(self, worker: WarmWorker | None = None) -> "BackgroundExplain":
+        """Run in a new child, or in `worker` if it is alive (it must run the same Python with the same package)."""
+        if worker is not None and worker.alive:
+            overrides = {k: v for k, v in self.env.items() if k.startswith("BRAINXAI_")}
+            self._child = worker.take(self.command[3:], overrides)  # the arguments after "python -m brainxai"
+        else:
+            self._child = _Child(_spawn(self.command, self.env))
+        self._proc = self._child.proc
+        self._events, self._stderr, self._threads = self._child.events, self._child.stderr, self._child.threads
         return self
-
-    def _read_stdout(self) -> None:
-        for line in self._proc.stdout:
-            if line.startswith(PROGRESS_PREFIX):
-                d = json.loads(line[len(PROGRESS_PREFIX):])
-                self._events.put(Progress(d["stage"], d["fraction"]))
-
-    def _read_stderr(self) -> None:
-        for line in self._proc.stderr:
-            if line.strip():
-                self._stderr.append(line.rstrip())
 
     def poll(self) -> Progress:
         """The latest progress (non-blocking)."""
@@ -138,10 +202,7 @@ class BackgroundExplain:
         block): the escalation then happens on a watchdog thread, and `running` turns False when the child is gone."""
         if not self.running:
             return
-        if os.name == "posix":
-            os.killpg(self._proc.pid, signal.SIGTERM)
-        else:
-            subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._proc.pid)], capture_output=True)
+        _kill_group(self._proc, signal.SIGTERM)
         if wait:
             self._escalate(grace)
         else:
@@ -151,9 +212,5 @@ class BackgroundExplain:
         try:
             self._proc.wait(grace)
         except subprocess.TimeoutExpired:
-            if os.name == "posix":
-                try:
-                    os.killpg(self._proc.pid, signal.SIGKILL)
-                except ProcessLookupError:  # it ended in the meantime
-                    pass
+            _kill_group(self._proc, signal.SIGKILL)
             self._proc.wait()
