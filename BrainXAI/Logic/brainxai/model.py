@@ -298,8 +298,10 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001 - any unpickling problem means the same thing to the user
         raise BrainXAIError(f"cannot read model weights {path}: {exc.__class__.__name__}; re-train or reinstall") from exc
     cfg = ModelConfig.from_dict(ckpt["config"])
-    net = build_network(cfg)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    with torch.device("meta"):  # no random initialisation of weights that are replaced at once
+        net = build_network(cfg)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()},
+                        assign=True)
     net.eval()
     meta = ckpt.get("meta", {})
     card_path = path.with_suffix(".json")
