@@ -1,8 +1,9 @@
 """Score-CAM (Wang et al. 2020): gradient-free; each channel weighted by the class score of the input masked by it.
 
 pytorch-grad-cam's ScoreCAM scores every channel (one forward pass each, read back one number at a time). Here
-only the `channels` channels whose activation varies most across the slice are scored, as in the authors'
-Faster Score-CAM; the others get weight 0. Their softmax weights and the weighted sum are the library's.
+only the `channels` channels whose activation varies most across the slice are scored, as in Faster Score-CAM
+(tabayashi0117's variant, tf-keras-vis's `max_N`); the others get weight 0. Their softmax weights and the
+weighted sum are the library's.
 """
 
 import torch
