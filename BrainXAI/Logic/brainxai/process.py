@@ -154,10 +154,14 @@ class BackgroundExplain:
 
     def start(self, worker: WarmWorker | None = None) -> "BackgroundExplain":
         """Run in a new child, or in `worker` if it is alive (it must run the same Python with the same package)."""
+        self._child = None
         if worker is not None and worker.alive:
             overrides = {k: v for k, v in self.env.items() if k.startswith("BRAINXAI_")}
-            self._child = worker.take(self.command[3:], overrides)  # the arguments after "python -m brainxai"
-        else:
+            try:
+                self._child = worker.take(self.command[3:], overrides)  # the arguments after "python -m brainxai"
+            except OSError:  # it ended between the check and the hand-over: a fresh child does the run
+                worker.close()
+        if self._child is None:
             self._child = _Child(_spawn(self.command, self.env))
         self._proc = self._child.proc
         self._events, self._stderr, self._threads = self._child.events, self._child.stderr, self._child.threads
