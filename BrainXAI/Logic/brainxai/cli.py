@@ -63,19 +63,11 @@ def _worker(args) -> int:
     import json
     import os
 
-    import numpy as np
-
-    from .explain import METHODS, get_method
-    from .model import load_model, predict_slices
-    from .pipeline import Options
+    from .explain import METHODS
+    from .pipeline import Options, prepare_model
     from .process import READY_LINE
 
-    for name in METHODS:
-        get_method(name)
-    model, options = load_model(), Options()
-    size = model.cfg.input_size
-    predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
-                   precision=options.precision)
+    prepare_model(None, Options(), METHODS)
     print(READY_LINE, flush=True)
     line = sys.stdin.readline()
     if not line.strip():  # the parent went away without a job

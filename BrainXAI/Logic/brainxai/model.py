@@ -203,11 +203,22 @@ class HeadView(nn.Module):
         return self.net.classification_head(self.features(f)) / self.temperature
 
 
-def _head_source(net: nn.Module) -> tuple[nn.Module, Callable]:
-    """The module whose forward output holds what the classification head pools, and how to pick it out."""
+@contextmanager
+def _kept_head_input(net: nn.Module, keep: bool = True):
+    """Yields a list that collects, as float32 arrays, what the classification head pools on each forward pass."""
+    kept: list[np.ndarray] = []
+    if not keep:
+        yield kept
+        return
     if isinstance(net, DualHeadUnet):
-        return net.head_input, lambda out: out
-    return net.encoder, lambda out: out[-1]  # legacy: smp's aux head on the deepest encoder stage
+        module, pick = net.head_input, lambda out: out
+    else:  # legacy: smp's aux head on the deepest encoder stage
+        module, pick = net.encoder, lambda out: out[-1]
+    hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy()))
+    try:
+        yield kept
+    finally:
+        hook.remove()
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
@@ -339,24 +350,16 @@ def predict_slices(
     (N, F, h, w) float32, from the same forward pass, for the CAMs. precision: see precision_mode."""
     probs = np.empty((len(slices), len(model.cfg.classes)), np.float32)
     seg = np.empty(slices.shape, np.float32)
-    kept: list[np.ndarray] = []
-    with precision_mode(model, precision) as (net, prepare):
-        module, pick = _head_source(net)
-        hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy())) \
-            if keep_features else None
-        try:
-            for start in range(0, len(slices), batch_size):
-                if cancel is not None and cancel():
-                    raise BrainXAIError("cancelled")
-                x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None]))
-                mask_logits, class_logits = net(prepare(x))
-                probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()
-                seg[start : start + len(x)] = torch.sigmoid(mask_logits[:, 0].float()).numpy()
-                if progress is not None:
-                    progress(len(x))
-        finally:
-            if hook is not None:
-                hook.remove()
+    with precision_mode(model, precision) as (net, prepare), _kept_head_input(net, keep_features) as kept:
+        for start in range(0, len(slices), batch_size):
+            if cancel is not None and cancel():
+                raise BrainXAIError("cancelled")
+            x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None]))
+            mask_logits, class_logits = net(prepare(x))
+            probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()
+            seg[start : start + len(x)] = torch.sigmoid(mask_logits[:, 0].float()).numpy()
+            if progress is not None:
+                progress(len(x))
     if not keep_features:
         return probs, seg
     return probs, seg, np.concatenate(kept) if kept else np.zeros((0,), np.float32)
@@ -365,15 +368,8 @@ def predict_slices(
 @torch.no_grad()
 def head_features(model: LoadedModel, slices: np.ndarray, batch_size: int = 16, precision: str = "fp32") -> np.ndarray:
     """What the classification head pools, (N, F, h, w) float32: only the layers the class score depends on."""
-    kept: list[np.ndarray] = []
-    with precision_mode(model, precision) as (net, prepare):
+    with precision_mode(model, precision) as (net, prepare), _kept_head_input(net) as kept:
         view = model.classifier(net)
-        module, pick = _head_source(net)
-        hook = module.register_forward_hook(lambda _m, _i, out: kept.append(pick(out).float().numpy()))
-        try:
-            for start in range(0, len(slices), batch_size):
-                view(prepare(torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None],
-                                                                   np.float32))))
-        finally:
-            hook.remove()
+        for start in range(0, len(slices), batch_size):
+            view(prepare(torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None], np.float32))))
     return np.concatenate(kept)

