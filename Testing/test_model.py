@@ -6,7 +6,8 @@ import torch
 
 from brainxai import CLASSES
 from brainxai.data import load_split
-from brainxai.model import default_weights_path, load_model, predict_slices
+from brainxai.model import load_model, predict_slices
+from brainxai.model_config import default_weights_path
 from brainxai.train import evaluate
 
 # The pipeline issue's floors on the patient-separated validation split (the shipped model: 0.928 and 0.713).
@@ -53,7 +54,8 @@ def test_imagenet_init_folds_rgb_filters(tmp_path):
     import segmentation_models_pytorch as smp
     from safetensors.torch import save_file
 
-    from brainxai.model import ModelConfig, build_network, encoder_name, init_from_imagenet
+    from brainxai.model import build_network, init_from_imagenet
+    from brainxai.model_config import ModelConfig, encoder_name
 
     rgb = smp.encoders.get_encoder("resnet18", in_channels=3, weights=None)
     path = tmp_path / "model.safetensors"
@@ -66,7 +68,7 @@ def test_imagenet_init_folds_rgb_filters(tmp_path):
 
 def test_every_paper_backbone_maps_to_an_encoder():
     from brainxai.errors import BrainXAIError
-    from brainxai.model import PAPER_BACKBONES, encoder_name
+    from brainxai.model_config import PAPER_BACKBONES, encoder_name
 
     assert len(PAPER_BACKBONES) == 8
     assert encoder_name("densenet121") == encoder_name("DenseNet121") == "densenet121"

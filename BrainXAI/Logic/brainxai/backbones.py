@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from .evaluate import EvalOptions, evaluate
-from .model import PAPER_BACKBONES, ModelConfig, encoder_name, load_model
+from .model import load_model
+from .model_config import PAPER_BACKBONES, ModelConfig, encoder_name
 from .train import train
 
 

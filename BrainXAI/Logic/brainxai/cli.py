@@ -169,7 +169,7 @@ def _verify(args) -> int:
 
 
 def _train(args) -> int:
-    from .model import ModelConfig, encoder_name
+    from .model_config import ModelConfig, encoder_name
     from .train import train
 
     encoder = encoder_name(args.backbone)
@@ -243,7 +243,7 @@ def _compare(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .explain import METHODS
-    from .model import DEEPEST, DEFAULT_WEIGHTS, PAPER_BACKBONES
+    from .model_config import DEEPEST, DEFAULT_WEIGHTS, PAPER_BACKBONES
 
     p = argparse.ArgumentParser(prog="brainxai", description="Explainable brain-tumour MRI (research use only).")
     p.add_argument("--version", action="version", version=f"brainxai {__version__}")

@@ -12,7 +12,7 @@ import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -22,7 +22,10 @@ from . import atlas, findings as findings_mod, preprocess, register, report, thr
 from .errors import BrainXAIError
 from .explain import check_names
 from .load import InputInfo, read_input
-from .model import LoadedModel, predict_slices, weights_path
+from .model_config import weights_path
+
+if TYPE_CHECKING:  # torch is imported on the preload thread, while the main thread registers
+    from .model import LoadedModel
 
 Progress = Callable[[str, float], None]  # (stage, overall fraction 0..1)
 Cancel = Callable[[], bool]
@@ -82,7 +85,7 @@ def prepare_model(model: LoadedModel | None, options: "Options", methods) -> tup
     of zeros run at the options' precision and batch size, so the network for that precision is made and the CPU
     kernels for that shape are chosen now, not on the first real batch."""
     from .explain import get_method
-    from .model import load_model
+    from .model import load_model, predict_slices
 
     model = model or load_model(options.model_path)
     size = model.cfg.input_size
@@ -157,6 +160,7 @@ def analyse(
 
     track.stage("load")  # usually done by now: what is left of the preload
     model, methods = preload.result()
+    from .model import predict_slices  # imported by the preload: free now
 
     track.stage("model")
     scaled = preprocess.scale_intensity(arr)  # for the model and the overview figure

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-import torch.nn.functional as F
 
 MODEL_ORIENTATION = "LPS"  # ITK index axes i->Left, j->Posterior, k->Superior: array[k] is a radiological axial slice
 
@@ -80,6 +78,9 @@ def head_frame(fg: np.ndarray, size: int, margin: float = 0.04) -> SquareFrame:
 
 def to_model(stack: np.ndarray, frame: SquareFrame, mode: str = "bilinear") -> np.ndarray:
     """(N, H, W) -> (N, size, size): crop the frame, centre-pad to a square, resize."""
+    import torch  # here, not at the top: orientation and scaling run while torch is still being imported
+    import torch.nn.functional as F
+
     crop = torch.from_numpy(np.ascontiguousarray(stack[:, frame.r0 : frame.r1, frame.c0 : frame.c1], np.float32))
     h, w = crop.shape[1:]
     top, left = (frame.side - h) // 2, (frame.side - w) // 2
@@ -90,6 +91,9 @@ def to_model(stack: np.ndarray, frame: SquareFrame, mode: str = "bilinear") -> n
 
 def from_model(maps: np.ndarray, frame: SquareFrame, mode: str = "bilinear") -> np.ndarray:
     """Inverse of to_model: (N, size, size) -> (N, H, W) on the original slice grid, zero outside the frame."""
+    import torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(maps, np.float32))[:, None]
     kw = {"align_corners": False} if mode == "bilinear" else {}
     sq = F.interpolate(t, size=(frame.side, frame.side), mode=mode, **kw)[:, 0]

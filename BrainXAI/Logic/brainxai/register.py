@@ -187,20 +187,14 @@ def _prepare_moving(image: sitk.Image) -> sitk.Image:
 
 class _Progress:
     def __init__(self, progress, cancel, total_levels):
-        self.progress, self.cancel, self.total = progress, cancel, total_levels
-        self.done, self.last, self.cancelled = 0, -1.0, False
+        self.progress, self.cancel, self.total, self.done = progress, cancel, total_levels, 0
 
-    def report(self, fraction_of_level: float = 0.0):
-        if self.progress is None:
-            return
-        f = min(1.0, (self.done + min(fraction_of_level, 1.0)) / self.total)
-        if f >= self.last + 0.01 or f == 1.0:
-            self.last = f
-            self.progress(f)
+    def report(self):
+        if self.progress is not None:
+            self.progress(min(1.0, self.done / self.total))
 
     def check(self):
-        if self.cancelled or (self.cancel is not None and self.cancel()):
-            self.cancelled = True
+        if self.cancel is not None and self.cancel():
             raise BrainXAIError("cancelled")
 
 
@@ -224,17 +218,8 @@ def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _
     R.SetSmoothingSigmasPerLevel([0.0] if prebuilt else [_SIGMA_MM[shrink]])
     R.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     R.SetInitialTransform(transform, inPlace=True)
-    count = [0]
-
-    def on_iteration():
-        count[0] += 1
-        tracker.report(R.GetOptimizerIteration() / iterations)
-        if tracker.cancel is not None and not tracker.cancelled and tracker.cancel():
-            tracker.cancelled = True
-        if tracker.cancelled:
-            R.StopRegistration()
-
-    R.AddCommand(sitk.sitkIterationEvent, on_iteration)
+    # No per-iteration Python callback: each would wait for the GIL, which the model's preload thread holds while
+    # it imports (up to 5 ms a time, ~1000 iterations). Progress and cancel are checked between runs (< 0.5 s each).
     try:
         R.Execute(fixed, moving)
     except RuntimeError as e:
@@ -243,8 +228,9 @@ def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _
     finally:
         tracker.done += 1
     tracker.check()
+    tracker.report()
     stop = R.GetOptimizerStopConditionDescription().split(":", 1)[-1].strip()
-    return R.GetMetricValue(), count[0], stop, any(k in stop for k in _CONVERGED_STOPS)
+    return R.GetMetricValue(), R.GetOptimizerIteration(), stop, any(k in stop for k in _CONVERGED_STOPS)
 
 
 def _stage(levels, moving: dict[int, sitk.Image], transform, tracker: _Progress, prebuilt: bool = True):
@@ -355,7 +341,6 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     problem = _plausibility(affine, moving, value)
     if problem and "non-finite" in problem:
         raise BrainXAIError("registration to MNI diverged (non-finite transform)")
-    tracker.report(1.0)
     return Registration(
         transform=affine,
         metric=METRIC_NAME,

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from . import CLASSES, __version__
 from .data import CALIBRATION_FRACTION, GAP, VAL_FRACTION, load_split
 from .evaluate import classification_metrics, slice_dices
-from .model import DEEPEST, ModelConfig, build_network, init_from_imagenet, local_imagenet_weights, save_checkpoint
+from .model import build_network, init_from_imagenet, local_imagenet_weights, save_checkpoint
+from .model_config import DEEPEST, ModelConfig
 
 
 SKULL_STRIP_P = 0.35
