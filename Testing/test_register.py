@@ -185,7 +185,7 @@ def test_brain_region_covers_the_brain_and_not_the_neck(brats, ixi):
 
 def test_cached_template_pyramid_equals_a_fresh_computation():
     """Each level the registration uses comes from the user's cache; it must be exactly what the template gives."""
-    fresh = register._build_template_pyramid()
+    fresh = register._build_template_arrays()
     for shrink, (fixed, mask) in register._template_pyramid().items():
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(fixed), fresh[f"fixed{shrink}"])
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(mask), fresh[f"mask{shrink}"])
@@ -196,3 +196,5 @@ def test_cached_template_pyramid_equals_a_fresh_computation():
     level1 = register._template_pyramid()[1][0]
     assert level1.GetSize() == register.load_mni_template().GetSize()
     assert level1.GetOrigin() == register.load_mni_template().GetOrigin()
+    # So is the dilated brain that brain_region carries onto scans.
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(register._dilated_brain()), fresh["brain_dilated"])

