@@ -323,16 +323,19 @@ def write_outputs(result: Result, out_dir: str | Path, overwrite: bool = False) 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        findings_mod.write_findings(result.findings, tmp / "findings.json")
-        report.write_report(result.findings, tmp)
-        for name, img in result.images.items():
-            sitk.WriteImage(img, str(tmp / f"{name}.nii.gz"), useCompression=True)
+        images = {tmp / f"{name}.nii.gz": img for name, img in result.images.items()}
         if result.registration is not None:
             (tmp / "mni").mkdir()
-            for name, img in result.mni_images.items():
-                sitk.WriteImage(img, str(tmp / "mni" / f"{name}.nii.gz"), useCompression=True)
+            images.update({tmp / "mni" / f"{name}.nii.gz": img for name, img in result.mni_images.items()})
             register.save_transform(result.registration, tmp / "transform_to_mni.tfm")
-        save_overview(result.overview, tmp / "overview.png")
+        # SimpleITK compresses and writes without the GIL while this thread draws the overview.
+        with ThreadPoolExecutor(2, thread_name_prefix="brainxai-write") as pool:
+            writes = [pool.submit(sitk.WriteImage, img, str(path), True) for path, img in images.items()]
+            findings_mod.write_findings(result.findings, tmp / "findings.json")
+            report.write_report(result.findings, tmp)
+            save_overview(result.overview, tmp / "overview.png")
+            for w in writes:
+                w.result()
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
