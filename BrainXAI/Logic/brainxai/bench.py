@@ -281,8 +281,9 @@ def render(r: dict, command: str) -> str:
     row(f"Score-CAM Dice with the tumour mask (maps' median correlation {sc['map_correlation_median']:.2f})",
         f"{sc['naive_dice']:.3f}", f"{sc['ours_dice']:.3f}", "–", f"not below by more than {TARGETS['dice_gap']}",
         sc["ours_dice"] >= sc["naive_dice"] - TARGETS["dice_gap"])
-    row("peak memory (MB)", f"{n['peak_rss_mb']}", f"{max(o['peak_rss_mb'].values())}", "–",
-        f"≤ {TARGETS['peak_mb']}", r["peak_rss_mb"] <= TARGETS["peak_mb"])
+    ours_peak = max(o["peak_rss_mb"].values())  # the target is for our run; the naive one peaks near 3 GB itself
+    row("peak memory (MB)", f"{n['peak_rss_mb']}", f"{ours_peak}", "–", f"≤ {TARGETS['peak_mb']}",
+        ours_peak <= TARGETS["peak_mb"])
     lines += ["", "Naive: model one slice at a time in fp32; pytorch-grad-cam with default settings slice by slice on "
               "every brain slice; registration with SimpleITK smoothing and shrinking full-resolution images at "
               "every level; atlas maps derived from the 4D atlas each run. The other stages are the same code in "
