@@ -265,9 +265,13 @@ def render(r: dict, command: str) -> str:
         row(f"command line wall, fresh interpreter (s; imports alone {r['cli_imports_s']:.1f} s)", "–",
             f"{r['cli_wall_s']:.1f}", "–", f"≤ {TARGETS['end_to_end_s']:g} s", r["cli_wall_s"] <= TARGETS["end_to_end_s"])
     if "warm_worker_wall_s" in r:
-        row("Slicer module's background run, warm worker (s; job handed over to job done)", "–",
-            f"{r['warm_worker_wall_s']:.1f}", "–", f"≤ {TARGETS['end_to_end_s']:g} s",
-            r["warm_worker_wall_s"] <= TARGETS["end_to_end_s"])
+        # Against the same naive total: it too ran with the libraries imported and the weights read, and its
+        # shared stages are ours from the in-process run; the worker's figure adds the hand-over and its files.
+        slicer_ratio = round(n["total_s"] / r["warm_worker_wall_s"], 2)
+        row("Slicer module's background run, warm worker (s; job handed over to job done)", f"{n['total_s']:.1f}",
+            f"{r['warm_worker_wall_s']:.1f}", f"{slicer_ratio}×",
+            f"≤ {TARGETS['end_to_end_s']:g} s and ≥ {TARGETS['end_to_end_ratio']:g}×",
+            r["warm_worker_wall_s"] <= TARGETS["end_to_end_s"] and slicer_ratio >= TARGETS["end_to_end_ratio"])
     names = {"model": "model stage (s)", "explain": "Grad-CAM++ stage (s)", "register": "registration (s)",
              "atlas": "atlas (s)"}
     for stage, naive_s in n["stages_s"].items():
