@@ -1,3 +1,4 @@
+import gc
 import os
 from pathlib import Path
 
@@ -26,3 +27,14 @@ def brats_path(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def ixi_path(data_dir) -> Path:
     return _need(data_dir / "volumes" / "ixi" / "IXI012-HH-1211_T1.nii.gz")
+
+
+@pytest.fixture(autouse=True)
+def _test_process_is_not_brainxais_own():
+    """cli.main(["explain", ...]) marks its process as brainxai's own (pipeline.own_process: what the preload
+    imports is frozen out of the garbage collector). The test process is not one, so that is undone after each test."""
+    yield
+    from brainxai import pipeline
+
+    pipeline._freeze_imports = False
+    gc.unfreeze()

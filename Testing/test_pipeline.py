@@ -1,5 +1,6 @@
 """End to end on real volumes: BraTS glioma, IXI healthy, and flipped / oblique copies of BraTS."""
 
+import gc
 import json
 
 import numpy as np
@@ -249,3 +250,22 @@ def test_demo_phantom_is_labelled_everywhere(tmp_path):
     assert any("phantom" in w.lower() for w in f["warnings"])
     assert "PHANTOM" in (out / "report.md").read_text(encoding="utf-8")
     assert "PHANTOM" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_preload_pauses_the_cyclic_collector_and_freezes_only_in_brainxais_own_process(monkeypatch):
+    monkeypatch.setattr(pipeline, "_freeze_imports", False)
+    frozen = gc.get_freeze_count()
+    with pipeline._no_cyclic_gc():
+        paused = not gc.isenabled()
+        made = [[]]  # an object the collector tracks, made while paused
+    assert paused and gc.isenabled() and gc.get_freeze_count() == frozen  # a library call leaves no trace
+    gc.disable()
+    with pipeline._no_cyclic_gc():
+        pass
+    assert not gc.isenabled()  # a caller's own choice is kept
+    gc.enable()
+    pipeline.own_process()  # the command line and the worker
+    with pipeline._no_cyclic_gc():
+        made.append([])
+    assert gc.get_freeze_count() > frozen and gc.isenabled()
+

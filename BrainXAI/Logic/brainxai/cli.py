@@ -15,8 +15,9 @@ from .errors import BrainXAIError
 def _explain(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import Options, explain
+    from .pipeline import Options, explain, own_process
 
+    own_process()
     if args.input is not None and args.demo:
         raise BrainXAIError("give either an INPUT or --demo, not both")
     bars = []  # created on the first report, so an input error stays a single line
@@ -64,9 +65,10 @@ def _worker(args) -> int:
     import os
 
     from .explain import METHODS
-    from .pipeline import Options, prepare_model
+    from .pipeline import Options, own_process, prepare_model
     from .process import READY_LINE
 
+    own_process()
     prepare_model(None, Options(), METHODS)
     print(READY_LINE, flush=True)
     line = sys.stdin.readline()

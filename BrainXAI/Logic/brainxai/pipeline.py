@@ -6,10 +6,12 @@ does both for a path. Every output image is on the input's grid (same size, spac
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -80,13 +82,42 @@ class _Tracker:
             raise BrainXAIError("cancelled")
 
 
+_freeze_imports = False
+
+
+def own_process() -> None:
+    """Called by the command line and the Slicer module's worker: processes of brainxai's own that end after one
+    run. What the preload imports lives until the end anyway, so it is frozen (gc.freeze) and no later collection
+    rescans it (~0.5 s a run). Not the default: in someone else's long-lived process (Slicer's Python console),
+    frozen objects that later become garbage cycles would never be freed."""
+    global _freeze_imports
+    _freeze_imports = True
+
+
+@contextmanager
+def _no_cyclic_gc():
+    """Python's cyclic garbage collector paused: importing torch, torchvision, timm, smp and pytorch-grad-cam
+    creates a few hundred thousand objects, and the collector rescans the growing heap again and again (4.2 s of
+    imports take 3.3 s without it). Reference counting still frees everything that is not in a cycle."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _freeze_imports:
+            gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _ready_model(model: LoadedModel | None, options: "Options") -> LoadedModel:
     """The model (loaded unless given) with one batch of zeros run at the options' precision and batch size, so
     the network for that precision is made and the CPU kernels for that shape are chosen now, not on the first
     real batch."""
-    from .model import load_model, predict_slices
+    with _no_cyclic_gc():
+        from .model import load_model, predict_slices
 
-    model = model or load_model(options.model_path)
+        model = model or load_model(options.model_path)
     size = model.cfg.input_size
     predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
                    precision=options.precision)
@@ -94,9 +125,10 @@ def _ready_model(model: LoadedModel | None, options: "Options") -> LoadedModel:
 
 
 def _cam_methods(methods) -> list:
-    from .explain import get_method  # imports pytorch-grad-cam (and with it scikit-learn, matplotlib, OpenCV)
+    with _no_cyclic_gc():
+        from .explain import get_method  # imports pytorch-grad-cam (and with it scikit-learn, matplotlib, OpenCV)
 
-    return [get_method(m) for m in methods]
+        return [get_method(m) for m in methods]
 
 
 def prepare_model(model: LoadedModel | None, options: "Options", methods) -> tuple[LoadedModel, list]:
