@@ -114,10 +114,11 @@ def _ready_model(model: LoadedModel | None, options: "Options") -> LoadedModel:
     """The model (loaded unless given) with one batch of zeros run at the options' precision and batch size, so
     the network for that precision is made and the CPU kernels for that shape are chosen now, not on the first
     real batch."""
-    with _no_cyclic_gc():
-        from .model import load_model, predict_slices
+    with _no_cyclic_gc():  # the imports only: a model frozen with them could never be collected
+        import segmentation_models_pytorch  # noqa: F401 - imported by load_model otherwise (with timm, torchvision)
 
-        model = model or load_model(options.model_path)
+        from .model import load_model, predict_slices
+    model = model or load_model(options.model_path)
     size = model.cfg.input_size
     predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
                    precision=options.precision)
