@@ -268,4 +268,3 @@ def test_preload_pauses_the_cyclic_collector_and_freezes_only_in_brainxais_own_p
     with pipeline._no_cyclic_gc():
         made.append([])
     assert gc.get_freeze_count() > frozen and gc.isenabled()
-

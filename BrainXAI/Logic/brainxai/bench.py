@@ -132,13 +132,12 @@ def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bo
     # This process is made ready the way the Slicer module's worker is (libraries imported, CPU kernels chosen,
     # the imported objects frozen out of the garbage collector); ours and the naive stages then run in it alike.
     pipeline.own_process()
-    pipeline.prepare_model(None, pipeline.Options(methods=("gradcam++",)), ("gradcam++", "scorecam"))
+    model, _ = pipeline.prepare_model(None, pipeline.Options(methods=("gradcam++",)), ("gradcam++", "scorecam"))
     from pytorch_grad_cam import GradCAMPlusPlus, ScoreCAM
 
     from . import atlas, register
     from .explain import get_method
     from .load import read_input
-    from .model import load_model
 
     say = progress or (lambda text: None)
     results: dict = {"input": Path(input_path).name}
@@ -173,7 +172,7 @@ def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bo
                            "slices_with_brain": int(len(result.analysed_slices))}
 
         # The same slices the pipeline saw, in model space.
-        model = load_model()  # outside the timing; the pipeline's own load is in the 'load' row
+        # The prepared model serves the naive stages and the Score-CAM comparison; the pipeline loads its own.
         _, _, head, frame, slices = preprocess.model_slices(image, model.cfg.input_size)
         seg = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images["tumor_segmentation"])) > 0
         seg_model = preprocess.to_model(seg.astype(np.float32), frame) > 0.5

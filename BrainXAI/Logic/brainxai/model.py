@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import segmentation_models_pytorch as smp
 import torch
+from segmentation_models_pytorch.base import ClassificationHead
 from torch import nn
 
 from .errors import BrainXAIError
@@ -18,8 +20,6 @@ from .model_config import DEEPEST, ModelConfig, weights_path
 
 
 def build_network(cfg: ModelConfig) -> nn.Module:
-    import segmentation_models_pytorch as smp
-
     if cfg.head_stage is None:  # legacy: smp's auxiliary classification head on the deepest encoder features
         return smp.Unet(encoder_name=cfg.encoder, encoder_weights=None, in_channels=1, classes=1,
                         decoder_channels=cfg.decoder_channels, aux_params={"classes": len(cfg.classes), "dropout": 0.2})
@@ -38,9 +38,6 @@ class DualHeadUnet(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        import segmentation_models_pytorch as smp
-        from segmentation_models_pytorch.base import ClassificationHead
-
         unet = smp.Unet(encoder_name=cfg.encoder, encoder_weights=None, in_channels=1, classes=1,
                         decoder_channels=cfg.decoder_channels)
         self.encoder, self.decoder, self.segmentation_head = unet.encoder, unet.decoder, unet.segmentation_head
@@ -78,7 +75,6 @@ class DualHeadUnet(nn.Module):
 
 def local_imagenet_weights(encoder: str) -> Path | None:
     """smp's ImageNet weights for this encoder if they are already in the local Hugging Face cache (no network)."""
-    import segmentation_models_pytorch as smp
     from huggingface_hub import try_to_load_from_cache
 
     settings = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {}).get("imagenet")
@@ -267,6 +263,11 @@ def fast_precision_available() -> bool:
         return False
 
 
+def as_batch(slices: np.ndarray) -> torch.Tensor:
+    """(N, S, S) -> the (N, 1, S, S) float32 tensor a network takes."""
+    return torch.from_numpy(np.ascontiguousarray(slices[:, None], np.float32))
+
+
 @torch.no_grad()  # not inference_mode: the CAMs later need the same parameters with autograd
 def predict_slices(
     model: LoadedModel,
@@ -286,7 +287,7 @@ def predict_slices(
         for start in range(0, len(slices), batch_size):
             if cancel is not None and cancel():
                 raise BrainXAIError("cancelled")
-            x = torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None]))
+            x = as_batch(slices[start : start + batch_size])
             mask_logits, class_logits = net(prepare(x))
             probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()
             seg[start : start + len(x)] = torch.sigmoid(mask_logits[:, 0].float()).numpy()
@@ -303,5 +304,5 @@ def head_features(model: LoadedModel, slices: np.ndarray, batch_size: int = 16, 
     with precision_mode(model, precision) as (net, prepare), _kept_head_input(net) as kept:
         view = model.classifier(net)
         for start in range(0, len(slices), batch_size):
-            view(prepare(torch.from_numpy(np.ascontiguousarray(slices[start : start + batch_size, None], np.float32))))
+            view(prepare(as_batch(slices[start : start + batch_size])))
     return np.concatenate(kept)

@@ -114,9 +114,8 @@ def _ready_model(model: LoadedModel | None, options: "Options") -> LoadedModel:
     """The model (loaded unless given) with one batch of zeros run at the options' precision and batch size, so
     the network for that precision is made and the CPU kernels for that shape are chosen now, not on the first
     real batch."""
-    with _no_cyclic_gc():  # the imports only: a model frozen with them could never be collected
-        import segmentation_models_pytorch  # noqa: F401 - imported by load_model otherwise (with timm, torchvision)
-
+    # The imports only (torch, smp, timm, torchvision): a model frozen with them could never be collected.
+    with _no_cyclic_gc():
         from .model import load_model, predict_slices
     model = model or load_model(options.model_path)
     size = model.cfg.input_size

@@ -17,7 +17,7 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from ..errors import BrainXAIError
-from ..model import DEEPEST, LoadedModel, head_features, precision_mode
+from ..model import DEEPEST, LoadedModel, as_batch, head_features, precision_mode
 
 
 def to_slice_size(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -71,7 +71,7 @@ class CamMethod:
                     if self.uses_gradients:
                         maps = cam(input_tensor=f, targets=targets)
                     else:  # the activations are known: straight to the channel weights and the weighted sum
-                        maps = cam.get_cam_image(prepare(_tensor(slices[b])), layer, targets, f.numpy(), None)
+                        maps = cam.get_cam_image(prepare(as_batch(slices[b])), layer, targets, f.numpy(), None)
                     out[b] = to_slice_size(maps, slices.shape[:0:-1])
         return out
 
@@ -92,11 +92,6 @@ class CamMethod:
             for key, value in self.options.items():
                 setattr(cam, key, value)
             for b in self._batches(len(slices), progress, cancel):
-                x = _tensor(slices[b])
+                x = as_batch(slices[b])
                 out[b] = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)] * len(x))
         return out
-
-
-def _tensor(slices: np.ndarray) -> torch.Tensor:
-    """(N, S, S) -> the (N, 1, S, S) float32 tensor a network takes."""
-    return torch.from_numpy(np.ascontiguousarray(slices[:, None], np.float32))
