@@ -195,7 +195,8 @@ def analyse(
     if info.kind == "volume":  # one 2D slice cannot be placed in 3D MNI space
         reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
         if reg.converged:
-            brain = head & (sitk.GetArrayViewFromImage(register.brain_region(oriented, reg)) > 0)
+            region = register.brain_region(oriented, reg)  # kept: a view of a freed image reads freed memory
+            brain = head & (sitk.GetArrayViewFromImage(region) > 0)
         else:
             notes.append("Registration to MNI152 did not converge cleanly: the whole head was analysed (no brain "
                          "mask) and the anatomical localisation should be treated with caution.")
