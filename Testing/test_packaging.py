@@ -66,15 +66,6 @@ def test_catalog_entry_follows_the_extensions_index_schema_v1_0_1():
     assert (MODULE.parent / "LICENSE").is_file()
 
 
-def _module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("BrainXAI_module", MODULE / "BrainXAI.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # outside Slicer: Slicer base classes are stand-ins, nothing runs
-    return module
-
-
 def test_requirements_leave_slicer_and_the_pytorch_extension_packages_alone():
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -93,18 +84,6 @@ def test_requirements_leave_slicer_and_the_pytorch_extension_packages_alone():
     assert listed <= declared, listed - declared  # nothing Slicer installs that the package does not use
 
 
-def test_missing_requirements_reads_metadata_without_importing(tmp_path):
-    import sys
-
-    module = _module()
-    assert module.missingRequirements() == []  # this environment has every requirement
-    reqs = tmp_path / "requirements.txt"
-    reqs.write_text("# a comment\n\npip>=1  # satisfied\nnumpy<1\nbrainxai-no-such-package>=1\n", encoding="utf-8")
-    assert "pip" not in sys.modules  # installed, never imported by the tests
-    assert module.missingRequirements(str(reqs)) == ["numpy<1", "brainxai-no-such-package>=1"]
-    assert "pip" not in sys.modules
-
-
 def test_brainxai_test_is_registered_with_ctest():
     text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"if\(BUILD_TESTING\)\s*(#.*\n\s*)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
@@ -115,8 +94,37 @@ def test_panel_offers_every_llm_preset_and_cloud_is_off():
 
     from brainxai.llm import PRESETS
 
-    assert set(_module().LLM_BACKENDS) == set(PRESETS)
+    from brainxai.panel import LLM_BACKENDS
+
+    assert set(LLM_BACKENDS) == set(PRESETS)
     ui = ET.parse(MODULE / "Resources" / "UI" / "BrainXAI.ui")
     box = next(w for w in ui.iter("widget") if w.get("name") == "cloudCheckBox")
     checked = next(p for p in box.iter("property") if p.get("name") == "checked")
     assert checked.find("bool").text == "false"
+
+
+def test_the_panel_opens_before_brainxais_packages_are_installed():
+    """Inside Slicer the module file is imported before the user has agreed to install anything: what it imports
+    from brainxai at load time must need only the standard library (and what Slicer ships)."""
+    import ast
+    import subprocess
+    import sys
+
+    tree = ast.parse((MODULE / "BrainXAI.py").read_text(encoding="utf-8"))
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    ours = sorted({n.module for n in top if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("brainxai")}
+                  | {f"brainxai.{a.name}" for n in top if isinstance(n, ast.ImportFrom) and n.module == "brainxai"
+                     for a in n.names})
+    assert ours, "the module imports nothing from brainxai at load time?"
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] not in sys.stdlib_module_names and name.split('.')[0] != 'brainxai':\n"
+        "            raise ImportError('needs ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for m in {ours!r}: __import__(m)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8")
+    assert out.stdout.strip() == "ok", out.stderr[-500:]

@@ -112,3 +112,103 @@ def test_background_run_writes_the_verified_llm_report(tmp_path, warm):
     assert record["source"] == "llm" and record["attempts"][0]["verification"]["passed"]
     assert "<html>" in (tmp_path / "out" / "report_llm.html").read_text(encoding="utf-8")
     assert (tmp_path / "out" / "report.html").is_file()  # the built-in report stays beside it
+
+
+def _launcher(tmp_path, waits: bool) -> str:
+    """A stand-in for CTK's app launcher (PythonSlicer): it starts the real Python with the same pipes. CTK's waits
+    for it and dies at once on SIGTERM (no handler) while the Python unwinds; waits=False exits at once."""
+    script = tmp_path / "PythonSlicer"
+    tail = 'wait $!\nexit $?\n' if waits else "exit 0\n"
+    script.write_text(f'#!/bin/sh\n"{sys.executable}" "$@" &\n{tail}', encoding="utf-8")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in launcher is a POSIX shell script")
+def test_a_run_ends_when_its_pipes_close_not_when_the_launcher_exits(tmp_path):
+    job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2,
+                            python=_launcher(tmp_path, waits=False)).start()
+    time.sleep(1.0)
+    assert job._proc.poll() == 0  # the launcher is gone ...
+    assert job.running  # ... the run is not
+    assert job.wait(300) == 0 and not job.running
+    assert (tmp_path / "out" / "findings.json").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in launcher is a POSIX shell script")
+def test_cancel_reaches_the_python_behind_the_launcher(brats_path, tmp_path):
+    job = BackgroundExplain(brats_path, tmp_path / "out", methods=("gradcam++",),
+                            python=_launcher(tmp_path, waits=True)).start()
+    deadline = time.time() + 120
+    while job.poll().stage not in ("register", "load", "model") and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.running
+    job.cancel(wait=False)
+    while job._proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    launcher_gone = time.time()
+    while job.running and time.time() < deadline:
+        time.sleep(0.01)
+    assert not job.running and job.cancelled and job._proc.returncode != 0
+    assert time.time() - launcher_gone < 15  # the Python behind it got the signal too
+    with pytest.raises(BrainXAIError):
+        job.wait(1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["PythonSlicer"]  # no output, no temporary sibling
+
+
+def test_windows_children_are_hidden_and_in_their_own_group(monkeypatch):
+    from brainxai import process
+
+    class STARTUPINFO:  # subprocess.STARTUPINFO exists only on Windows
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 1
+
+    monkeypatch.setattr(subprocess, "STARTUPINFO", STARTUPINFO, raising=False)
+    monkeypatch.setattr(os, "name", "nt")
+    try:
+        kwargs = process._platform_kwargs()
+    finally:
+        monkeypatch.setattr(os, "name", "posix")
+    assert kwargs["creationflags"] == process.CREATE_NEW_PROCESS_GROUP | process.CREATE_NO_WINDOW
+    info = kwargs["startupinfo"]
+    assert info.dwFlags & process.STARTF_USESHOWWINDOW and info.wShowWindow == process.SW_HIDE
+    assert process._platform_kwargs() == {"start_new_session": True}
+
+
+def test_windows_stop_needs_no_posix_signal_and_cleans_up(monkeypatch, tmp_path):
+    """Windows' signal module has no SIGKILL: closing a worker and cancelling a run must not touch it. taskkill ends
+    the tree (the child cannot clean up), so the run's temporary folder is removed here; nothing that was there
+    before the run, nor the user's previous output being swapped (.NAME.old-PID), is touched."""
+    import signal
+
+    from brainxai import process
+
+    taskkills, sigkill = [], signal.SIGKILL
+
+    def taskkill(cmd, **kwargs):  # stands in for Windows' taskkill /T /F: ends the process tree
+        assert cmd[:3] == ["taskkill", "/T", "/F"] and kwargs["creationflags"] == process.CREATE_NO_WINDOW
+        taskkills.append(cmd)
+        os.killpg(int(cmd[-1]), sigkill)
+
+    worker = WarmWorker.__new__(WarmWorker)
+    worker.child = process._Child(process._spawn([sys.executable, "-c", "import time; time.sleep(60)"], child_env()))
+    out = tmp_path / "out"
+    before = [tmp_path / ".out.before01", tmp_path / ".out.old-4242"]
+    for path in before:
+        path.mkdir()
+    job = BackgroundExplain(None, out, python=sys.executable)
+    job.command = [sys.executable, "-c", "import time; print('x', flush=True); time.sleep(60)"]
+    job.start()
+    (tmp_path / ".out.k3j2h1g0").mkdir()  # what the killed child was writing
+    monkeypatch.delattr(signal, "SIGKILL")
+    monkeypatch.setattr(process.subprocess, "run", taskkill)
+    monkeypatch.setattr(os, "name", "nt")
+    try:
+        worker.close()
+        job.cancel(wait=True)
+    finally:
+        monkeypatch.setattr(os, "name", "posix")
+    assert len(taskkills) == 2 and not worker.alive and not job.running
+    with pytest.raises(BrainXAIError):
+        job.wait(5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.before01", ".out.old-4242"]

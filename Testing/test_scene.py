@@ -1,5 +1,6 @@
 """Scene stage on slicer-core's real MRML: a BrainXAI output folder of an oblique BraTS copy as nodes."""
 
+import gc
 import json
 
 import numpy as np
@@ -118,10 +119,29 @@ def test_atlas_segments_carry_names_colours_and_terminology(loaded):
         side = segment.GetName().split()[0]
         if side in ("Left", "Right"):
             assert f"^{side}" in term
-    colours = r.regions.GetScene().GetNodesByClass("vtkMRMLColorTableNode")
-    ours = [colours.GetItemAsObject(i) for i in range(colours.GetNumberOfItems())
-            if colours.GetItemAsObject(i).GetAttribute(scene_mod.ROLE) == "atlas colours"]
+    ours = [n for n in scene_mod.nodes_by_class(r.regions.GetScene(), "vtkMRMLColorTableNode")
+            if n.GetAttribute(scene_mod.ROLE) == "atlas colours"]
     assert len(ours) == 1 and ours[0].GetContainsTerminology()
+
+
+def test_scene_queries_leak_no_collection(loaded):
+    """vtkMRMLScene::GetNodesByClass hands its caller a new collection; one not released keeps a reference to every
+    node in it for ever (each panel update and slice-view change would leak one)."""
+    scene, _, _, _, _, _, r = loaded
+    composites = [scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode") for _ in range(3)]
+    colours = scene_mod.atlas_colors(scene)
+    before = [n.GetReferenceCount() for n in (*composites, colours)]
+    for _ in range(5):
+        scene_mod.show_in_slice_views(scene, r, "gradcam++")
+        scene_mod.set_space(r, "mni")
+        scene_mod.set_space(r, "native")
+        assert scene_mod.atlas_colors(scene) is colours
+    gc.collect()
+    assert [n.GetReferenceCount() for n in (*composites, colours)] == before
+    leaked = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")  # what the unreleased call does
+    del leaked
+    gc.collect()
+    assert composites[0].GetReferenceCount() == before[0] + 1  # so the check above can fail
 
 
 def test_transform_maps_the_input_into_mni(loaded, oblique_case):

@@ -1,8 +1,11 @@
 """`brainxai explain` in a background process, so Slicer's GUI never freezes.
 
 The child is any Python with brainxai importable (in Slicer: PythonSlicer). It reports progress as JSON lines
-on stdout; a reader thread collects them and the caller polls from a timer. Cancel terminates the child's whole
-process group (SIGTERM lets it remove its temporary folder, SIGKILL follows if it does not stop). No Qt here.
+on stdout; a reader thread collects them and the caller polls from a timer. In Slicer the child is CTK's launcher
+(PythonSlicer), which starts the real Python with the same pipes: the job has ended when the pipes close, not when
+the launcher exits. Cancel stops the child's whole process group: on POSIX SIGTERM first (the child removes its
+temporary folder), SIGKILL after a grace period; on Windows the tree is ended at once (a GUI process has no console
+to send Ctrl+Break through) and the temporary folder it leaves is removed here. No Qt here.
 """
 
 from __future__ import annotations
@@ -46,11 +49,28 @@ def child_env(package_root: str | Path | None = None) -> dict[str, str]:
     return env
 
 
+# Windows process-creation flags (winbase.h), spelled out: subprocess defines them only on Windows.
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW = 0x00000001
+SW_HIDE = 0
+
+
+def _platform_kwargs() -> dict:
+    """Own process group (so cancel reaches the launcher's children too) and, on Windows, no console window: the
+    same hiding as Slicer's slicer.util.launchConsoleProcess (STARTUPINFO with wShowWindow = SW_HIDE)."""
+    if os.name == "posix":
+        return {"start_new_session": True}
+    info = subprocess.STARTUPINFO()  # type: ignore[attr-defined]
+    info.dwFlags |= STARTF_USESHOWWINDOW
+    info.wShowWindow = SW_HIDE
+    return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW, "startupinfo": info}
+
+
 def _spawn(cmd: list[str], env: dict, stdin: bool = False) -> subprocess.Popen:
-    kwargs = {"start_new_session": True} if os.name == "posix" else {
-        "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
     return subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=env, **kwargs)
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=env,
+                            **_platform_kwargs())
 
 
 class _Child:
@@ -79,6 +99,19 @@ class _Child:
             if line.strip():
                 self.stderr.append(line.rstrip())
 
+    @property
+    def running(self) -> bool:
+        """Until the process has exited and every process holding its pipes (the launcher's Python) has gone."""
+        return self.proc.poll() is None or any(t.is_alive() for t in self.threads)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        for t in self.threads:  # the launcher may exit before the Python it started: EOF on the pipes is the end
+            t.join(timeout)
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.proc.args, timeout)
+        return code
+
 
 class WarmWorker:
     """A `brainxai worker` child that has imported the torch stack and read the default weights and now waits for
@@ -104,19 +137,24 @@ class WarmWorker:
         return self.child
 
     def close(self) -> None:
+        """End an idle worker (nothing of a patient is in it: it serves one job and exits)."""
         if self.alive:
-            _kill_group(self.child.proc, signal.SIGKILL)
+            _stop_group(self.child.proc, force=True)
             self.child.proc.wait()
 
 
-def _kill_group(proc: subprocess.Popen, sig) -> None:
+def _stop_group(proc: subprocess.Popen, force: bool) -> None:
+    """Stop the child's process group: the launcher and the Python it started. POSIX: SIGTERM (the child unwinds and
+    removes its temporary output) or, with force, SIGKILL. Windows has neither signal for another process group
+    without a shared console: taskkill ends the tree."""
     if os.name == "posix":
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGKILL if force else signal.SIGTERM)  # type: ignore[attr-defined]
         except ProcessLookupError:  # it ended in the meantime
             pass
     else:
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True)
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True,
+                       creationflags=CREATE_NO_WINDOW)
 
 
 class BackgroundExplain:
@@ -145,12 +183,16 @@ class BackgroundExplain:
         if not allow_cloud:  # the caller's "no" wins over a config file or an inherited variable
             self.env["BRAINXAI_LLM_ALLOW_CLOUD"] = "0"
         self._child: _Child | None = None
+        self.cancelled = False  # cancel() was asked: a failure that follows is the cancel, not an error
+        self._forced = False  # ended without a chance to clean up after itself
+        self._leftovers: set[Path] = set()  # temporary siblings of out_dir that were there before the run
         self.last = Progress("starting", 0.0)
         self.stages: list[str] = []  # every stage the child reported, in order (fast ones fall between two polls)
 
     def start(self, worker: WarmWorker | None = None) -> "BackgroundExplain":
         """Run in a new child, or in `worker` if it is alive (it must run the same Python with the same package)."""
         self._child = None
+        self._leftovers = set(self._temporaries())
         if worker is not None and worker.alive:
             overrides = {k: v for k, v in self.env.items() if k.startswith("BRAINXAI_")}
             try:
@@ -178,7 +220,8 @@ class BackgroundExplain:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        """False once the child and every process holding its output pipes have ended."""
+        return self._child is not None and self._child.running
 
     @property
     def returncode(self) -> int | None:
@@ -191,21 +234,23 @@ class BackgroundExplain:
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the child ends; raise BrainXAIError with its message if it failed."""
-        code = self._proc.wait(timeout)
-        for t in self._child.threads:
-            t.join(5)
+        code = self._child.wait(timeout)
         self.poll()
+        if self._forced:
+            self._remove_temporaries()
         if code != 0:
             raise BrainXAIError(self.error() or f"brainxai explain ended with code {code}")
         return code
 
     def cancel(self, grace: float = 10.0, wait: bool = True) -> None:
-        """Stop the child and everything it started; it removes its temporary folder on SIGTERM, and gets
+        """Stop the child and everything it started; on POSIX it removes its temporary folder on SIGTERM and gets
         SIGKILL if it has not stopped after `grace` seconds. wait=False returns at once (a GUI thread must not
         block): the escalation then happens on a watchdog thread, and `running` turns False when the child is gone."""
         if not self.running:
             return
-        _kill_group(self._proc, signal.SIGTERM)
+        self.cancelled = True
+        self._forced = os.name != "posix"
+        _stop_group(self._proc, force=self._forced)
         if wait:
             self._escalate(grace)
         else:
@@ -213,7 +258,23 @@ class BackgroundExplain:
 
     def _escalate(self, grace: float) -> None:
         try:
-            self._proc.wait(grace)
+            self._child.wait(grace)
         except subprocess.TimeoutExpired:
-            _kill_group(self._proc, signal.SIGKILL)
-            self._proc.wait()
+            self._forced = True
+            _stop_group(self._proc, force=True)
+            self._child.wait()
+
+    def _temporaries(self) -> list[Path]:
+        """The folders `brainxai explain` writes into before moving them to out_dir (pipeline.write_outputs)."""
+        parent, name = self.out_dir.parent, self.out_dir.name
+        if not parent.is_dir():
+            return []
+        # not ".NAME.old-PID": that is the user's previous output while --overwrite swaps folders
+        return [p for p in parent.glob(f".{name}.*") if not p.name.startswith(f".{name}.old-")]
+
+    def _remove_temporaries(self) -> None:
+        import shutil
+
+        for path in self._temporaries():
+            if path not in self._leftovers:  # only what this run left; never something that was there before
+                shutil.rmtree(path, ignore_errors=True)

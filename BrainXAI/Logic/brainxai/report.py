@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brainxai import CLASSES
+from brainxai.explain import TITLES
 from brainxai.findings import validate
 
 SECTIONS = ("technique", "findings", "explanation", "impression", "limitations")
@@ -23,7 +24,7 @@ DISCLAIMER = "BrainXAI is research software, not a medical device; this report i
 PHANTOM_BANNER = "PHANTOM: synthetic test input, not a patient scan."
 
 CLASS_NAMES = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "pituitary tumour", "no_tumor": "no tumour"}
-METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
+METHOD_NAMES = TITLES
 _WHERE = {"left": "is centred in the left hemisphere", "right": "is centred in the right hemisphere",
           "bilateral": "extends across both hemispheres"}
 _IMPRESSION_SIDE = {"left": "Left hemispheric lesion", "right": "Right hemispheric lesion",

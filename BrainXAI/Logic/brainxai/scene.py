@@ -89,6 +89,15 @@ class SceneResult:
         return [n for n in (self.template, self.regions) if n is not None]
 
 
+def nodes_by_class(scene, cls: str) -> list:
+    """The scene's nodes of a class. vtkMRMLScene::GetNodesByClass returns a new collection that the caller owns;
+    Python's wrapper takes a second reference, so without UnRegister the collection and a reference to every node
+    in it would leak on each call (Slicer's own slicer.util.getNodesByClass does the same UnRegister)."""
+    collection = scene.GetNodesByClass(cls)
+    collection.UnRegister(None)
+    return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
+
+
 def _unique(scene, base: str) -> str:
     return scene.GenerateUniqueName(base)
 
@@ -147,9 +156,7 @@ def _code(row: dict, part: str) -> tuple[str, str, str]:
 def atlas_colors(scene):
     """The shipped Harvard-Oxford colour table with terminology, read once into the scene (Slicer 5.8+ offers a
     colour table with terminology in the Segment Editor's terminology selector); reused by later results."""
-    nodes = scene.GetNodesByClass("vtkMRMLColorTableNode")
-    for i in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(i)
+    for node in nodes_by_class(scene, "vtkMRMLColorTableNode"):
         if node.GetAttribute(ROLE) == "atlas colours":
             return node
     node = _read(scene, "vtkMRMLColorTableNode", Path(str(terminology_path())), "Harvard-Oxford (BrainXAI)", "atlas colours")
@@ -347,9 +354,7 @@ def _swap_background(result: SceneResult) -> None:
         return
     ours = {result.template.GetID()} | ({result.input_node.GetID()} if result.input_node is not None else set())
     wanted = result.template if result.space == "mni" or result.input_node is None else result.input_node
-    composites = result.template.GetScene().GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for i in range(composites.GetNumberOfItems()):
-        c = composites.GetItemAsObject(i)
+    for c in nodes_by_class(result.template.GetScene(), "vtkMRMLSliceCompositeNode"):
         if c.GetBackgroundVolumeID() in ours:
             c.SetBackgroundVolumeID(wanted.GetID())
 
@@ -358,9 +363,7 @@ def show_in_slice_views(scene, result: SceneResult, method: str, opacity: float 
     """Input as background, the method's heatmap as foreground, its mask as label layer, in every slice view."""
     if method not in result.heatmaps:
         raise BrainXAIError(f"no heatmap for '{method}' in this result: choose one of {', '.join(result.heatmaps)}")
-    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for i in range(composites.GetNumberOfItems()):
-        c = composites.GetItemAsObject(i)
+    for c in nodes_by_class(scene, "vtkMRMLSliceCompositeNode"):
         if result.input_node is not None:
             c.SetBackgroundVolumeID(result.input_node.GetID())
         c.SetForegroundVolumeID(result.heatmaps[method].GetID())

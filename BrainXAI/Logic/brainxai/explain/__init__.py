@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 _MODULES = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorecam"}
 METHODS: tuple[str, ...] = tuple(_MODULES)  # the ids used on the command line and in findings
+TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}  # the names a reader knows
 
 
 def check_names(names) -> list[str]:

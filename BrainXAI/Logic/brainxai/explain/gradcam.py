@@ -2,6 +2,7 @@
 
 from pytorch_grad_cam import GradCAM
 
+from . import TITLES
 from .base import CamMethod
 
-METHOD = CamMethod("gradcam", "Grad-CAM", GradCAM)
+METHOD = CamMethod("gradcam", TITLES["gradcam"], GradCAM)

@@ -2,6 +2,7 @@
 
 from pytorch_grad_cam import GradCAMPlusPlus
 
+from . import TITLES
 from .base import CamMethod
 
-METHOD = CamMethod("gradcam++", "Grad-CAM++", GradCAMPlusPlus)
+METHOD = CamMethod("gradcam++", TITLES["gradcam++"], GradCAMPlusPlus)

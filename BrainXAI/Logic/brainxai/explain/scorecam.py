@@ -9,6 +9,7 @@ weighted sum are the library's.
 import torch
 from pytorch_grad_cam import ScoreCAM
 
+from . import TITLES
 from .base import CamMethod
 
 CHANNELS = 12  # of the head's 128: chosen on figshare validation slices (docs/bench.md)
@@ -37,4 +38,4 @@ class SelectiveScoreCAM(ScoreCAM):
         return weights.numpy()
 
 
-METHOD = CamMethod("scorecam", "Score-CAM", SelectiveScoreCAM, batch_size=1, uses_gradients=False)
+METHOD = CamMethod("scorecam", TITLES["scorecam"], SelectiveScoreCAM, batch_size=1, uses_gradients=False)

@@ -1,0 +1,351 @@
+"""The Slicer panel's decisions, Qt-free: what Apply, Cancel, the poll, the method selector, the slider, the MNI
+toggle, Export and a scene close do, and what the widgets show.
+
+The widget (BrainXAI/BrainXAI.py) maps each Qt signal to one method here and `view()` back to its widgets; the
+panel's settings live in a parameter node (`params`: Slicer's parameterNodeWrapper in the module, fields below), so
+they survive module switches and are saved with the scene. The cloud opt-in is deliberately not among them: it is
+asked for in every session and never saved. Runs headless on slicer-core's MRML (Testing/test_panel.py).
+
+This module imports nothing beyond the standard library at load time: the panel must open before the user has
+agreed to install BrainXAI's Python packages.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import BrainXAIError
+from .explain import METHODS, TITLES
+
+# brainxai.llm.PRESETS (importing it needs packages that are installed only after the user agrees)
+LLM_BACKENDS = ("llama", "ollama", "vllm", "llamacpp", "grok", "mistral")
+BUILTIN_WRITER = "builtin"
+PARAMETERS = {  # the parameter node's fields and defaults (BrainXAIParameterNode in the module mirrors them)
+    "inputVolume": None, "method": "gradcam++", "allMethods": False, "threshold": 90.0,
+    "llmBackend": BUILTIN_WRITER, "llmEndpoint": "",
+}
+NO_RESULT = "No result yet."
+
+
+class Host(Protocol):
+    """What the controller asks of the widget layer."""
+
+    def update(self) -> None: ...  # state changed: show view() (and the parameter node's values)
+
+    def error(self, text: str) -> None: ...  # a modal one-line error
+
+    def status(self, text: str) -> None: ...  # a transient status-bar message
+
+    def choose_folder(self, title: str) -> str | None: ...  # a folder picker; None when cancelled
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything the widgets show, derived from the controller's state."""
+
+    apply_text: str
+    apply_enabled: bool
+    apply_tooltip: str
+    settings_enabled: bool  # input, method, all-methods, report writer: locked while a run or an install goes on
+    llm_options_enabled: bool  # endpoint and cloud opt-in: only for an LLM writer
+    progress_visible: bool
+    progress_value: int
+    progress_text: str
+    polling: bool  # the widget's timer calls poll() while this is True
+    result_actions_enabled: bool  # jump, export, threshold slider
+    mni_enabled: bool
+    mni_checked: bool
+    diagnosis: str
+    report_html: str
+    table: object | None  # vtkMRMLTableNode of the result's regions
+
+
+def describe(findings: dict) -> str:
+    """The diagnosis line of the panel."""
+    d = findings.get("diagnosis")
+    if not d:
+        return "No diagnosis: " + "; ".join(findings.get("warnings", [])[:1] or ["the input was not recognised"])
+    lesion = findings.get("lesion", {}).get("volume_ml")
+    return (f"{d['label']} (calibrated p = {d['probabilities'][d['label']]:.2f})"
+            + (f"; lesion {lesion} mL" if lesion is not None else ""))
+
+
+class PanelController:
+    """One per module widget. `session` is a brainxai.session.ExplainSession on the scene; `ensure_dependencies`
+    asks the user and installs (True when everything is there); `dependencies_installed` only checks."""
+
+    def __init__(self, session, params, host: Host, ensure_dependencies, dependencies_installed,
+                 keep_worker_warm: bool = False):
+        self.session = session
+        self.params = params
+        self.host = host
+        self.ensure_dependencies = ensure_dependencies
+        self.dependencies_installed = dependencies_installed
+        self.keep_worker_warm = keep_worker_warm
+        self.allow_cloud = False  # asked for in every session, never stored
+        self.result = None  # brainxai.scene.SceneResult shown in the panel
+        self.installing = False
+        self.progress: tuple[str, float] = ("", 0.0)
+        self.run_method: str | None = None  # the method shown when the running job ends
+        self.discard_running = False  # the running job's scene has gone: drop its output when it ends
+
+    # ---------------------------------------------------------------------------------------------- state
+
+    @property
+    def running(self) -> bool:
+        return self.session.running
+
+    @property
+    def cancelling(self) -> bool:
+        return self.running and self.session.job.cancelled
+
+    def param(self, name: str):
+        """A setting from the parameter node, or its default while there is none (between scene close and
+        the module being shown again)."""
+        return PARAMETERS[name] if self.params is None else getattr(self.params, name)
+
+    def methods_to_run(self) -> tuple[str, ...]:
+        return tuple(METHODS) if self.param("allMethods") else (self.param("method"),)
+
+    def view(self) -> View:
+        running, result = self.running, self.result
+        busy = running or self.installing
+        if running:
+            tooltip = "Stop the run; nothing of it is kept" if not self.cancelling else "Cancelling..."
+        elif self.installing:
+            tooltip = "Installing BrainXAI's Python packages..."
+        elif self.param("inputVolume") is None:
+            tooltip = "Select the contrast-enhanced T1 volume first"
+        else:
+            tooltip = "Classify, explain and localise the selected volume in the background"
+        stage, fraction = self.progress
+        report = self._report_html() if result is not None else ""
+        return View(
+            apply_text="Cancel" if running else "Apply",
+            apply_enabled=(running and not self.cancelling) or (not busy and self.param("inputVolume") is not None),
+            apply_tooltip=tooltip,
+            settings_enabled=not busy,
+            llm_options_enabled=not busy and (self.param("llmBackend") or BUILTIN_WRITER) != BUILTIN_WRITER,
+            progress_visible=running,
+            progress_value=int(round(100 * fraction)),
+            progress_text=("cancelling" if self.cancelling else stage or "starting") + " %p%",
+            polling=running,
+            result_actions_enabled=result is not None and not busy,
+            mni_enabled=result is not None and result.to_mni is not None and not busy,
+            mni_checked=result is not None and result.space == "mni",
+            diagnosis=describe(result.findings) if result is not None else NO_RESULT,
+            report_html=report,
+            table=result.table if result is not None else None,
+        )
+
+    def _report_html(self) -> str:
+        """The verified LLM report when there is one (or the built-in one under its banner), else the built-in
+        report; a re-threshold removes an LLM report written for the old threshold."""
+        for name in ("report_llm.html", "report.html"):
+            path = self.result.out_dir / name
+            if path.is_file():
+                return path.read_text(encoding="utf-8")
+        return f"<p>No report in {html.escape(str(self.result.out_dir))}.</p>"
+
+    # ---------------------------------------------------------------------------------------------- run
+
+    def apply(self) -> None:
+        """Apply starts a run; while one runs the same button cancels it."""
+        if self.running:
+            self.cancel()
+            return
+        if self.installing:  # a second click while pip runs
+            return
+        node = self.param("inputVolume")
+        if node is None:
+            self.host.error("Select the contrast-enhanced T1 volume to analyse.")
+            return
+        self.installing = True
+        self.host.update()
+        try:
+            ready = self.ensure_dependencies()
+        finally:
+            self.installing = False
+        if not ready:
+            self.host.update()
+            return
+        if self.result is not None and self.result.space != "native":
+            self.set_space(False)  # the new run must see the input in its own space, not under the MNI transform
+        backend = self.param("llmBackend") or BUILTIN_WRITER
+        try:
+            self.session.start(node, self.methods_to_run(), float(self.param("threshold")),
+                               llm=None if backend == BUILTIN_WRITER else backend, allow_cloud=self.allow_cloud,
+                               llm_base_url=(self.param("llmEndpoint") or "").strip() or None)
+        except (BrainXAIError, OSError) as exc:
+            self.host.error(str(exc))
+            self.host.update()
+            return
+        self.run_method = self.param("method")
+        self.discard_running = False
+        self.progress = ("starting", 0.0)
+        self.host.update()
+
+    def cancel(self) -> None:
+        """Returns at once; poll() sees the child go and reports the cancel."""
+        self.session.cancel(wait=False)
+        self.host.update()
+
+    def poll(self) -> bool:
+        """Called by the widget's timer; True while the run goes on."""
+        job = self.session.job
+        if job is None:
+            return False
+        p = job.poll()
+        self.progress = (p.stage, p.fraction)
+        if self.running:
+            self.host.update()
+            return True
+        self._ended()
+        return False
+
+    def _ended(self) -> None:
+        job = self.session.job
+        if self.discard_running or job.cancelled:  # even if it finished just before the cancel reached it
+            self.session.discard()
+            if not self.discard_running:
+                self.host.status("BrainXAI: cancelled; nothing was kept")
+            self.discard_running = False
+        else:
+            try:
+                result = self.session.finish()
+            except BrainXAIError as exc:
+                self.host.error(str(exc))
+            else:
+                self._show(result)
+        self.progress = ("", 0.0)
+        if self.keep_worker_warm:
+            self.prewarm()  # ready for the next run (started after this one, so it never slowed it)
+        self.host.update()
+
+    def _show(self, result) -> None:
+        from . import scene
+
+        self.result = result
+        # The method the run was started for: the selector is locked during a run, and a method changed by a
+        # script meanwhile may not have been computed.
+        method = self.run_method if self.run_method in result.heatmaps else next(iter(result.heatmaps))
+        if self.params is not None:
+            self.params.method = method
+        scene.show_in_slice_views(self.session.scene, result, method)
+
+    # ---------------------------------------------------------------------------------------------- result
+
+    def method_changed(self) -> None:
+        from . import scene
+
+        method = self.param("method")
+        if self.result is None or self.running:
+            return
+        if method not in self.result.heatmaps:
+            self.host.status(f"BrainXAI: {TITLES.get(method, method)} was not computed for this result; press Apply "
+                             "(or tick 'Compute all methods')")
+            return
+        scene.show_in_slice_views(self.session.scene, self.result, method)
+        if self.params is not None:
+            self.params.threshold = self._percentile(method)  # the slider shows this method's mask percentile
+        self.host.update()
+
+    def _percentile(self, method: str) -> float:
+        entry = next(e for e in self.result.findings["explanations"] if e["method"] == method)
+        return float(entry["threshold_percentile"])
+
+    def threshold_changed(self, value: float) -> None:
+        """The slider was released: re-threshold the shown method's heatmap (no re-run)."""
+        from . import scene
+
+        if self.params is not None:
+            self.params.threshold = float(value)
+        method = self.param("method")
+        if self.result is None or self.running or method not in self.result.masks:
+            return
+        if self._percentile(method) == float(value):
+            return
+        try:
+            scene.rethreshold(self.result, method, float(value))
+        except BrainXAIError as exc:
+            self.host.error(str(exc))
+        self.host.update()  # the report states the mask's percentile, volume and overlap
+
+    def set_space(self, mni: bool) -> None:
+        from . import scene
+
+        if self.result is None or self.result.to_mni is None:
+            return
+        scene.set_space(self.result, "mni" if mni else "native")
+        self.host.update()
+
+    def jump(self) -> None:
+        from .slice_views import jump_to_lesion
+
+        if self.result is not None and jump_to_lesion(self.session.scene, self.result) is None:
+            self.host.status("BrainXAI: no lesion or mask voxels to jump to")
+
+    def export(self) -> None:
+        from .session import export
+
+        if self.result is None:
+            return
+        folder = self.host.choose_folder("Export BrainXAI results to")
+        if not folder:
+            return
+        try:
+            target = export(self.result, folder)
+        except (BrainXAIError, OSError) as exc:
+            self.host.error(str(exc))
+            return
+        self.host.status(f"BrainXAI results exported to {target}")
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+
+    def scene_closing(self) -> None:
+        """File > Close Scene: the result's nodes go, so does everything shown of the previous patient; a run in
+        progress is cancelled and its output dropped when its child has ended."""
+        if self.running:
+            self.discard_running = True
+            self.session.cancel(wait=False)
+        self.result = None
+        self.run_method = None
+        self.session.remove_work_dirs()
+        self.host.update()
+
+    def set_params(self, params) -> None:
+        """The scene's parameter node (None while there is none: after a scene close, until the module shows)."""
+        self.params = params
+        self.host.update()
+
+    def enter(self) -> None:
+        if self.keep_worker_warm:
+            self.prewarm()
+
+    def set_keep_worker_warm(self, on: bool) -> None:
+        self.keep_worker_warm = bool(on)
+        if self.keep_worker_warm:
+            self.prewarm()
+        else:
+            self.session.close_worker()
+
+    def prewarm(self) -> None:
+        """A warm worker only with the dependencies installed and no run going on."""
+        if not self.running and self.dependencies_installed():
+            self.session.prewarm()
+
+    def cleanup(self) -> None:
+        """Module unloaded or Slicer closing: the worker, the child and every work folder go; each step runs
+        even if one before it failed."""
+        try:
+            self.session.close_worker()
+        finally:
+            try:
+                if self.running:
+                    self.session.cancel(wait=True)
+                    self.session.discard()
+            finally:
+                self.result = None
+                self.session.remove_work_dirs()

@@ -1,0 +1,241 @@
+"""BrainXAI/BrainXAI.py itself, executed: setup(), enter(), Apply, the poll loop, every widget signal, scene close,
+exit() and cleanup(), on slicer-core's real MRML and Slicer's own slicer.util.
+
+Stood in (no Slicer application here): the Qt/CTK/qMRML widgets (built from the .ui file, accepting only the
+signals and properties their headers declare), QTimer/QSettings/QFileDialog, slicer.app, Slicer's dialogs, and the
+ScriptedLoadableModule / parameterNodeWrapper base layers, which import qt at load time. See slicer_standins.py for
+exactly what each stand-in does and the Slicer source it follows. The timer is fired by the test; everything the
+module starts (the background PythonSlicer-like child, its files, the scene's nodes) is real.
+"""
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
+import slicer.util  # noqa: E402  (Slicer's own util.py, shipped by slicer-core)
+
+import slicer_standins as standins  # noqa: E402
+from brainxai import scene as scene_mod  # noqa: E402
+from brainxai.explain import METHODS  # noqa: E402
+from brainxai.panel import NO_RESULT, PARAMETERS  # noqa: E402
+
+MODULE = Path(__file__).resolve().parents[1] / "BrainXAI" / "BrainXAI.py"
+
+
+class Env:
+    """A Slicer-like process: real MRML scene, stand-in widget layer, the module file loaded."""
+
+    def __init__(self, monkeypatch, packaging=None):
+        self.scene, self.app_logic = scene_mod.headless_scene()
+        self.qt = standins.qt_module()
+        self.qt.QSettings.store = {"BrainXAI/KeepWorkerWarm": False}  # tests that want a worker ask for one
+        self.qt.QFileDialog.answer, self.qt.QFileDialog.asked = "", []
+        monkeypatch.setitem(sys.modules, "qt", self.qt)
+        monkeypatch.setattr(slicer, "mrmlScene", self.scene, raising=False)
+        self.app = standins.App()
+        monkeypatch.setattr(slicer, "app", self.app, raising=False)
+        self.dialogs = standins.Dialogs()
+        for name in ("errorDisplay", "confirmOkCancelDisplay", "showStatusMessage"):
+            monkeypatch.setattr(slicer.util, name, getattr(self.dialogs, name))
+        for name, module in (("ScriptedLoadableModule", standins.scripted_loadable_module(slicer, str(MODULE))),
+                             ("parameterNodeWrapper", standins.parameter_node_wrapper(slicer))):
+            monkeypatch.setitem(sys.modules, f"slicer.{name}", module)
+            monkeypatch.setattr(slicer, name, module, raising=False)
+        if packaging is None:  # Slicer 5.10: there is no slicer.packaging to import
+            monkeypatch.delitem(sys.modules, "slicer.packaging", raising=False)
+        else:
+            monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+        spec = importlib.util.spec_from_file_location("BrainXAI", MODULE)
+        self.module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "BrainXAI", self.module)
+        spec.loader.exec_module(self.module)
+        self.parent = standins.ModuleWidgetParent()
+
+    def widget(self):
+        w = self.module.BrainXAIWidget(self.parent)
+        w.setup()
+        return w
+
+    def enter(self, w):
+        self.parent.isEntered = True
+        w.enter()
+
+    def run_timer(self, w, stop_at=(), timeout=300):
+        """The event loop: the poll timer fires every 50 ms until it stops (or a stage in stop_at is shown)."""
+        deadline = time.time() + timeout
+        shown = []
+        while w.timer.isActive():
+            assert time.time() < deadline, shown[-3:]
+            w.timer.fire()
+            shown.append((w.ui.progressBar.format, w.ui.progressBar.value, w.ui.progressBar.isVisible()))
+            if any(s in w.ui.progressBar.format for s in stop_at):
+                break
+            time.sleep(0.05)
+        return shown
+
+
+@pytest.fixture()
+def env(monkeypatch, ixi_path):
+    e = Env(monkeypatch)
+    e.volume = scene_mod.read_volume(e.scene, ixi_path, "T1 post")
+    yield e
+    for w in getattr(e, "widgets", []):
+        w.cleanup()
+
+
+def test_setup_enter_apply_poll_result_and_scene_close(env, tmp_path):
+    w = env.widget()
+    env.widgets = [w]
+    ui = w.ui
+    assert w.logic is not None and w.controller is not None
+    assert w in [s.__self__ for s in env.app.moduleManager().connected]  # cleanup() on module unload
+    # the .ui's connections gave the MRML widgets the scene; the first volume was selected
+    assert ui.inputSelector.mrmlScene() is env.scene and ui.regionTableView._scene is env.scene
+    assert ui.inputSelector.currentNode() is env.volume
+    assert [ui.methodComboBox.itemData(i) for i in range(ui.methodComboBox.count)] == list(METHODS)
+    assert ui.methodComboBox.currentData == "gradcam++"  # the parameter node's default, not the first item
+    assert ui.llmBackendComboBox.currentData == "builtin" and not ui.cloudCheckBox.checked
+    assert not ui.llmEndpointLineEdit.enabled  # only for an LLM writer
+    ui.llmBackendComboBox.user_select("ollama")
+    assert ui.llmEndpointLineEdit.enabled and ui.cloudCheckBox.enabled
+    ui.llmEndpointLineEdit.user_type("http://127.0.0.1:11434")
+    assert w.logic.getParameterNode().llmEndpoint == "http://127.0.0.1:11434"
+    ui.llmBackendComboBox.user_select("builtin")
+    assert not ui.thresholdSlider.tracking and not ui.progressBar.isVisible()
+    assert (ui.applyButton.text, ui.applyButton.enabled, ui.diagnosisLabel.text) == ("Apply", True, NO_RESULT)
+    env.enter(w)
+    assert w.logic.session.worker is None  # the setting is off
+
+    ui.applyButton.click()
+    assert ui.applyButton.text == "Cancel" and ui.progressBar.isVisible() and w.timer.isActive()
+    assert not ui.methodComboBox.enabled and not ui.inputSelector.enabled and not ui.thresholdSlider.enabled
+    ui.methodComboBox.user_select("scorecam")  # disabled: the click does nothing
+    assert ui.methodComboBox.currentData == "gradcam++"
+    shown = env.run_timer(w)
+    assert env.dialogs.errors == []
+    values = [v for _, v, visible in shown if visible]
+    assert values == sorted(values) and any("model" in f for f, _, _ in shown)
+    result = w.controller.result
+    assert ui.diagnosisLabel.text.startswith(result.findings["diagnosis"]["label"] + " (calibrated p = ")
+    assert "<html" in ui.reportBrowser.toHtml() and ui.regionTableView.mrmlTableNode() is result.table
+    assert ui.applyButton.text == "Apply" and ui.methodComboBox.enabled and ui.mniCheckBox.enabled
+    assert not ui.progressBar.isVisible() and not w.timer.isActive()
+
+    ui.thresholdSlider.user_release(97)
+    assert "percentile 97" in ui.reportBrowser.toHtml()
+    assert w.logic.getParameterNode().threshold == 97.0
+    ui.mniCheckBox.click()
+    assert result.space == "mni"
+    ui.jumpButton.click()
+    env.qt.QFileDialog.answer = str(tmp_path)
+    ui.exportButton.click()
+    assert (tmp_path / "BrainXAI-T1_post" / "findings.json").is_file()
+    assert env.dialogs.errors == []
+
+    ui.methodComboBox.user_select("gradcam")  # not computed: a status message, nothing breaks
+    assert "not computed" in env.dialogs.statuses[-1]
+
+    # Applying again starts from native space (the input back under its own parent transform)
+    ui.applyButton.click()
+    assert result.space == "native" and not ui.mniCheckBox.checked and env.volume.GetTransformNodeID() is None
+    env.run_timer(w, stop_at=("register", "model"))
+    work = w.logic.session.work_dir
+    env.scene.Clear(0)  # File > Close Scene: the real StartCloseEvent / EndCloseEvent reach the widget
+    assert ui.diagnosisLabel.text == NO_RESULT and ui.reportBrowser.toHtml() == ""
+    assert ui.regionTableView.mrmlTableNode() is None and not ui.mniCheckBox.enabled
+    env.run_timer(w, timeout=60)
+    assert not work.exists() and env.dialogs.errors == []
+    # Closing the scene resets the parameter node; the panel shows its defaults and no input
+    assert w.logic.getParameterNode().method == "gradcam++" and ui.methodComboBox.currentData == "gradcam++"
+    assert ui.inputSelector.currentNode() is None and not ui.applyButton.enabled
+
+
+def test_cancel_and_cleanup_from_the_panel(env):
+    w = env.widget()
+    env.enter(w)
+    ui = w.ui
+    ui.applyButton.click()
+    env.run_timer(w, stop_at=("register", "model"))
+    job, work = w.logic.session.job, w.logic.session.work_dir
+    t0 = time.time()
+    ui.applyButton.click()  # Cancel
+    assert time.time() - t0 < 0.5 and not ui.applyButton.enabled
+    env.run_timer(w, timeout=60)
+    assert "cancelled" in env.dialogs.statuses[-1] and env.dialogs.errors == []
+    assert not job.running and not work.exists() and ui.applyButton.text == "Apply"
+
+    ui.applyButton.click()
+    env.run_timer(w, stop_at=("preprocess", "register"))
+    job, work = w.logic.session.job, w.logic.session.work_dir
+    for slot in env.app.moduleManager().connected:  # Slicer unloads the module (exit or reload)
+        slot("BrainXAI")
+    assert not job.running and not work.exists() and not w.timer.isActive()
+    import vtk
+
+    assert not w.hasObserver(w._parameterNode, vtk.vtkCommand.ModifiedEvent, w.onParameterNodeModified)
+    assert not w.hasObserver(env.scene, env.scene.StartCloseEvent, w.onSceneStartClose)
+
+
+def test_exit_stops_following_the_parameter_node_and_enter_resumes(env):
+    w = env.widget()
+    env.widgets = [w]
+    env.enter(w)
+    params = w.logic.getParameterNode()
+    w.exit()
+    params.allMethods = True
+    assert not w.ui.allMethodsCheckBox.checked  # not shown while the module is not
+    env.enter(w)
+    assert w.ui.allMethodsCheckBox.checked
+    params.threshold = 95.0  # a script or a loaded scene changes it: the panel follows
+    assert w.ui.thresholdSlider.value == 95.0
+
+
+def test_keep_warm_setting_is_remembered_per_machine(env):
+    from brainxai import dependencies
+
+    env.qt.QSettings.store = {}
+    first = env.widget()  # nothing chosen yet: on only where the machine has memory to spare
+    assert first.ui.keepWarmCheckBox.checked == dependencies.keep_worker_warm_by_default()
+    first.cleanup()
+    env.qt.QSettings.store = {env.module.KEEP_WARM_SETTING: "false"}  # as QSettings hands back a stored bool
+    w = env.widget()
+    assert not w.ui.keepWarmCheckBox.checked
+    env.widgets = [w]
+    env.enter(w)
+    w.ui.keepWarmCheckBox.click()
+    assert env.qt.QSettings.store[env.module.KEEP_WARM_SETTING] is True
+    worker = w.logic.session.worker
+    assert worker is not None and worker.alive
+    w.ui.keepWarmCheckBox.click()
+    assert env.qt.QSettings.store[env.module.KEEP_WARM_SETTING] is False and not worker.alive
+    second = env.widget()  # a new session of Slicer reads the choice back
+    env.widgets.append(second)
+    assert not second.ui.keepWarmCheckBox.checked and not second.controller.keep_worker_warm
+
+
+def test_parameter_node_fields_match_the_controllers(env):
+    cls = env.module.BrainXAIParameterNode
+    assert set(cls.allParameters) == set(PARAMETERS)
+    node = env.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+    p = cls(node)
+    assert {k: getattr(p, k) for k in PARAMETERS} == PARAMETERS
+    with pytest.raises(ValueError):
+        p.method = "lime"  # Choice validator: only methods brainxai has
+    with pytest.raises(ValueError):
+        p.threshold = 120.0
+
+
+def test_logic_scripting_api_runs_a_blocking_job(env):
+    logic = env.module.BrainXAILogic()
+    events = env.app.events
+    result = logic.run(env.volume, method="gradcam++", maxCamSlices=2)
+    assert env.app.events > events  # the GUI was kept alive while the child worked
+    assert result.findings["diagnosis"]["label"] and result.heatmaps["gradcam++"].GetScene() is env.scene
+    entry = logic.rethreshold(result, "gradcam++", 95)
+    assert entry["threshold_percentile"] == 95
+    logic.removeWorkDirs()
+    assert not result.out_dir.exists()
