@@ -244,18 +244,22 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onPoll(self):
         self.controller.poll()
 
+    def _setParameter(self, name, value):
+        """A user's change to a setting goes to the parameter node (not the widgets' own echo of it)."""
+        if self._updating or not self._parameterNode or (value is None and name != "inputVolume"):
+            return False  # (None: a combo box emptied while it is filled)
+        setattr(self._parameterNode, name, value)
+        return True
+
     def onInputChanged(self, node):
-        if not self._updating and self._parameterNode:
-            self._parameterNode.inputVolume = node
+        self._setParameter("inputVolume", node)
 
     def onMethodChanged(self, index):
-        if not self._updating and self._parameterNode:
-            self._parameterNode.method = self.ui.methodComboBox.itemData(index)
+        if self._setParameter("method", self.ui.methodComboBox.itemData(index)):
             self.controller.method_changed()
 
     def onAllMethods(self, checked):
-        if not self._updating and self._parameterNode:
-            self._parameterNode.allMethods = checked
+        self._setParameter("allMethods", checked)
 
     def onThreshold(self, value):
         if not self._updating and self._parameterNode:
@@ -272,12 +276,10 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.controller.export()
 
     def onBackendChanged(self, index):
-        if not self._updating and self._parameterNode:
-            self._parameterNode.llmBackend = self.ui.llmBackendComboBox.itemData(index)
+        self._setParameter("llmBackend", self.ui.llmBackendComboBox.itemData(index))
 
     def onEndpointChanged(self, text):
-        if not self._updating and self._parameterNode:
-            self._parameterNode.llmEndpoint = text.strip()
+        self._setParameter("llmEndpoint", text.strip())
 
     def onCloud(self, checked):
         self.controller.allow_cloud = bool(checked)

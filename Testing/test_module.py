@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
-import slicer.util  # noqa: E402  (Slicer's own util.py, shipped by slicer-core)
+pytest.importorskip("slicer.util")  # Slicer's own util.py, shipped by slicer-core
 
 import slicer_standins as standins  # noqa: E402
 from brainxai import scene as scene_mod  # noqa: E402
@@ -239,3 +239,50 @@ def test_logic_scripting_api_runs_a_blocking_job(env):
     assert entry["threshold_percentile"] == 95
     logic.removeWorkDirs()
     assert not result.out_dir.exists()
+
+
+@pytest.mark.parametrize("slicer_version", ["5.10", "5.12"])
+def test_apply_with_a_missing_package_asks_and_a_no_starts_nothing(monkeypatch, ixi_path, tmp_path, slicer_version):
+    """The dependency path through the panel, on Slicer 5.10 (confirmation dialog, then slicer.util.pip_install)
+    and 5.12+ (slicer.packaging.pip_ensure with its own dialog); the user says no both times."""
+    import types
+
+    calls = []
+    packaging = None
+    if slicer_version == "5.12":
+        packaging = types.ModuleType("slicer.packaging")
+        packaging.load_requirements = lambda path: [str(path)]
+
+        def pip_ensure(reqs, prompt_install=True, requester=None, **kwargs):
+            calls.append(("pip_ensure", requester))
+            raise RuntimeError("User declined package installation")
+
+        packaging.pip_ensure = pip_ensure
+    env = Env(monkeypatch, packaging=packaging)
+    env.volume = scene_mod.read_volume(env.scene, ixi_path, "T1 post")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("brainxai-no-such-package>=1\n", encoding="utf-8")
+    monkeypatch.setattr(env.module, "REQUIREMENTS", str(requirements))
+    monkeypatch.setattr(slicer.util, "pip_install", lambda *a: calls.append(("pip_install", a)))
+    env.dialogs.confirm_answer = False
+    w = env.widget()
+    w.ui.applyButton.click()
+    if slicer_version == "5.10":
+        assert "brainxai-no-such-package" in env.dialogs.confirms[0] and calls == []
+    else:
+        assert calls == [("pip_ensure", "BrainXAI")] and env.dialogs.confirms == []
+    assert env.dialogs.errors == [] and w.logic.session.job is None
+    assert w.ui.applyButton.enabled and w.ui.applyButton.text == "Apply" and not w.timer.isActive()
+    w.cleanup()
+
+
+def test_brainxai_test_skips_with_the_reason_when_packages_are_missing(env, monkeypatch):
+    """CTest runs BrainXAITest in Slicer's testing mode, where nothing gets installed: it must skip, saying why."""
+    import io
+    import unittest
+
+    monkeypatch.setattr(env.module.dependencies, "torch_installed", lambda: False)
+    result = unittest.TextTestRunner(stream=io.StringIO()).run(
+        unittest.defaultTestLoader.loadTestsFromTestCase(env.module.BrainXAITest))
+    assert result.wasSuccessful() and len(result.skipped) == 1
+    assert "not installed (torch)" in result.skipped[0][1] and "press Apply" in result.skipped[0][1]

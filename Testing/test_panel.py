@@ -5,11 +5,9 @@ vtkMRMLScriptedModuleNode behind the parameterNodeWrapper stand-in of slicer_sta
 """
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
 
@@ -99,6 +97,8 @@ def test_apply_progress_result_and_every_result_action(panel, tmp_path):
     assert fractions == sorted(fractions) and {"register", "model"} <= {s for s, _ in seen}
     assert host.errors == [] and controller.result is not None
     r = controller.result
+    nodes = scene.GetNumberOfNodes()
+    assert controller.poll() is False and scene.GetNumberOfNodes() == nodes  # a late tick reads nothing twice
     v = controller.view()
     assert (v.apply_text, v.settings_enabled, v.progress_visible, v.polling) == ("Apply", True, False, False)
     assert v.diagnosis == describe(r.findings) and v.diagnosis.startswith(r.findings["diagnosis"]["label"])

@@ -90,6 +90,7 @@ class PanelController:
         self.progress: tuple[str, float] = ("", 0.0)
         self.run_method: str | None = None  # the method shown when the running job ends
         self.discard_running = False  # the running job's scene has gone: drop its output when it ends
+        self._handled = None  # the last job whose end has been dealt with
 
     # ---------------------------------------------------------------------------------------------- state
 
@@ -195,7 +196,7 @@ class PanelController:
     def poll(self) -> bool:
         """Called by the widget's timer; True while the run goes on."""
         job = self.session.job
-        if job is None:
+        if job is None or job is self._handled:
             return False
         p = job.poll()
         self.progress = (p.stage, p.fraction)
@@ -206,7 +207,7 @@ class PanelController:
         return False
 
     def _ended(self) -> None:
-        job = self.session.job
+        job = self._handled = self.session.job  # a late timer tick must not read the same run twice
         if self.discard_running or job.cancelled:  # even if it finished just before the cancel reached it
             self.session.discard()
             if not self.discard_running:
@@ -276,7 +277,7 @@ class PanelController:
     def set_space(self, mni: bool) -> None:
         from . import scene
 
-        if self.result is None or self.result.to_mni is None:
+        if self.result is None or self.result.to_mni is None or self.running:
             return
         scene.set_space(self.result, "mni" if mni else "native")
         self.host.update()

@@ -250,13 +250,13 @@ class BackgroundExplain:
             return
         self.cancelled = True
         self._forced = os.name != "posix"
-        _stop_group(self._proc, force=self._forced)
         if wait:
-            self._escalate(grace)
-        else:
-            threading.Thread(target=self._escalate, args=(grace,), daemon=True).start()
+            self._stop(grace)
+        else:  # taskkill takes a moment on Windows: not on the GUI thread either
+            threading.Thread(target=self._stop, args=(grace,), daemon=True).start()
 
-    def _escalate(self, grace: float) -> None:
+    def _stop(self, grace: float) -> None:
+        _stop_group(self._proc, force=self._forced)
         try:
             self._child.wait(grace)
         except subprocess.TimeoutExpired:
