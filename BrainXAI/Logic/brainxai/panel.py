@@ -91,6 +91,7 @@ class PanelController:
         self.run_method: str | None = None  # the method shown when the running job ends
         self.discard_running = False  # the running job's scene has gone: drop its output when it ends
         self._handled = None  # the last job whose end has been dealt with
+        self._report: tuple = (None, "")  # ((path, mtime), html) of the report last shown
 
     # ---------------------------------------------------------------------------------------------- state
 
@@ -147,7 +148,10 @@ class PanelController:
         for name in ("report_llm.html", "report.html"):
             path = self.result.out_dir / name
             if path.is_file():
-                return path.read_text(encoding="utf-8")
+                key = (path, path.stat().st_mtime_ns)  # view() runs at every poll tick: read a report once
+                if self._report[0] != key:
+                    self._report = (key, path.read_text(encoding="utf-8"))
+                return self._report[1]
         return f"<p>No report in {html.escape(str(self.result.out_dir))}.</p>"
 
     # ---------------------------------------------------------------------------------------------- run
