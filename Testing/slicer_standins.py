@@ -413,9 +413,16 @@ class QTimer(QObject):
         super().__init__("")
         object.__setattr__(self, "_active", False)
         object.__setattr__(self, "_interval", 0)
+        object.__setattr__(self, "_single", False)
 
     def setInterval(self, ms):
         self._interval = ms
+
+    def setSingleShot(self, single):
+        self._single = bool(single)
+
+    def isSingleShot(self):
+        return self._single
 
     def interval(self):
         return self._interval
@@ -430,8 +437,10 @@ class QTimer(QObject):
         return self._active
 
     def fire(self):
-        """The event loop's tick: timeout() if running."""
+        """The event loop's tick: timeout() if running (a single-shot timer stops first, as Qt's does)."""
         if self._active:
+            if self._single:
+                self._active = False
             self.emit("timeout()")
 
 
@@ -644,6 +653,7 @@ def scripted_loadable_module(slicer, module_path: str) -> types.ModuleType:
 
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent=None):
+            super().__init__()  # as Slicer's: this is what initialises VTKObservationMixin in the module's widget
             self.moduleName = self.__class__.__name__[:-len("Widget")]
             self.developerMode = False
             self.parent = parent
@@ -685,8 +695,10 @@ def scripted_loadable_module(slicer, module_path: str) -> types.ModuleType:
             return node
 
     class ScriptedLoadableModuleTest(unittest.TestCase):
+        shown: list = []
+
         def delayDisplay(self, message, msec=1000):
-            pass
+            self.shown.append(message)
 
     for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
                 ScriptedLoadableModuleTest):

@@ -81,6 +81,7 @@ class Env:
 @pytest.fixture()
 def env(monkeypatch, ixi_path):
     e = Env(monkeypatch)
+    e.ixi_path = ixi_path
     e.volume = scene_mod.read_volume(e.scene, ixi_path, "T1 post")
     yield e
     for w in getattr(e, "widgets", []):
@@ -126,8 +127,19 @@ def test_setup_enter_apply_poll_result_and_scene_close(env, tmp_path):
     assert not ui.progressBar.isVisible() and not w.timer.isActive()
 
     ui.thresholdSlider.user_release(97)
+    w.thresholdTimer.fire()  # the value settled
     assert "percentile 97" in ui.reportBrowser.toHtml()
     assert w.logic.getParameterNode().threshold == 97.0
+    calls = []
+    threshold_changed = w.controller.threshold_changed
+    w.controller.threshold_changed = lambda v: calls.append(v) or threshold_changed(v)
+    for step in (96, 95, 94):  # mouse wheel notches: no release, one valueChanged each
+        ui.thresholdSlider.value = step
+    assert calls == [] and w.thresholdTimer.isActive()
+    w.thresholdTimer.fire()
+    assert calls == [94.0] and "percentile 94" in ui.reportBrowser.toHtml()
+    table = ui.regionTableView.mrmlTableNode()
+    assert ui.regionTableView.mrmlTableNode() is table  # the same table node is not set (and rebuilt) again
     ui.mniCheckBox.click()
     assert result.space == "mni"
     ui.jumpButton.click()
@@ -185,6 +197,8 @@ def test_exit_stops_following_the_parameter_node_and_enter_resumes(env):
     env.widgets = [w]
     env.enter(w)
     params = w.logic.getParameterNode()
+    env.enter(w)
+    assert w.logic.getParameterNode() is params  # one wrapper per node: entering again adds no observer
     w.exit()
     params.allMethods = True
     assert not w.ui.allMethodsCheckBox.checked  # not shown while the module is not
@@ -277,7 +291,8 @@ def test_apply_with_a_missing_package_asks_and_a_no_starts_nothing(monkeypatch, 
 
 
 def test_brainxai_test_skips_with_the_reason_when_packages_are_missing(env, monkeypatch):
-    """CTest runs BrainXAITest in Slicer's testing mode, where nothing gets installed: it must skip, saying why."""
+    """CTest runs BrainXAITest in Slicer's testing mode, where nothing gets installed: it must skip, saying why;
+    Reload and Test calls runTest() outside a runner, where the skip is shown, not raised as a failure."""
     import io
     import unittest
 
@@ -286,3 +301,22 @@ def test_brainxai_test_skips_with_the_reason_when_packages_are_missing(env, monk
         unittest.defaultTestLoader.loadTestsFromTestCase(env.module.BrainXAITest))
     assert result.wasSuccessful() and len(result.skipped) == 1
     assert "not installed (torch)" in result.skipped[0][1] and "press Apply" in result.skipped[0][1]
+    case = env.module.BrainXAITest()
+    case.shown.clear()
+    case.runTest()  # ScriptedLoadableModule.runTest's way
+    assert case.shown and case.shown[-1].startswith("BrainXAI test skipped: BrainXAI's Python packages")
+
+
+def test_input_choice_matches_the_selector(env):
+    """The selector lists plain scalar volumes only (showChildNodeTypes false): an RGB (vector) volume is neither
+    picked by default nor run."""
+    from brainxai.errors import BrainXAIError
+
+    env.scene.RemoveNode(env.volume)
+    rgb = env.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "photo")
+    plain = scene_mod.read_volume(env.scene, env.ixi_path, "T1 post")
+    w = env.widget()
+    env.widgets = [w]
+    assert w.logic.getParameterNode().inputVolume is plain
+    with pytest.raises(BrainXAIError, match="'photo' is a VectorVolumeNode"):
+        w.logic.start(rgb)

@@ -144,6 +144,23 @@ def test_scene_queries_leak_no_collection(loaded):
     assert composites[0].GetReferenceCount() == before[0] + 1  # so the check above can fail
 
 
+def test_storage_nodes_are_not_leaked(loaded, oblique_case):
+    """CreateDefaultStorageNode hands over a reference: once a node and its storage node leave the scene, only the
+    Python variable may hold the storage node."""
+    scene, _, _, _, _, _, r = loaded
+    node = r.heatmaps["gradcam++"]
+    storage = node.GetStorageNode()
+    scene.RemoveNode(node)
+    scene.RemoveNode(storage)
+    del node
+    gc.collect()
+    assert storage.GetReferenceCount() == 1
+    fresh = scene_mod.new_storage_node(r.masks["gradcam++"])
+    assert fresh.GetReferenceCount() == 1
+    leaky = r.masks["gradcam++"].CreateDefaultStorageNode()  # what an unreleased call gives: the check can fail
+    assert leaky.GetReferenceCount() == 2
+
+
 def test_transform_maps_the_input_into_mni(loaded, oblique_case):
     _, _, _, _, _, _, r = loaded
     _, out, _ = oblique_case

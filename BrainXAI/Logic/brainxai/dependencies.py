@@ -3,10 +3,12 @@
 Inside Slicer, torch and torchvision come from the PyTorch extension (PyTorchUtils picks the build for the machine's
 GPU driver) and the rest from the module's requirements.txt: through `slicer.packaging.pip_ensure` where it exists
 (Slicer 5.12+, a lazily imported submodule) and through a confirmation dialog and `slicer.util.pip_install` on 5.10.
-Nothing is imported here beyond package metadata, so the check never loads torch into the GUI process.
+Nothing is imported here beyond package metadata, so the check itself never loads torch into the GUI process
+(PyTorchUtils imports torch once it has installed it).
 
 The Slicer calls follow Slicer's source: slicer.packaging.pip_ensure raises RuntimeError("User declined package
-installation") when the user says no and CalledProcessError when pip fails (Base/Python/slicer/packaging.py, v5.12);
+installation") when the user says no, and CalledProcessError when pip fails after showing its own dialog with pip's
+log (Base/Python/slicer/packaging.py, v5.12);
 PyTorchUtilsLogic.installTorch returns None when the user declines and lets pip's CalledProcessError through
 (SlicerPyTorch, PyTorchUtils/PyTorchUtils.py).
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -79,20 +83,25 @@ def _install_torch(slicer) -> bool:
 
 def _install_requirements(slicer, path: Path, missing: list[str], requester: str) -> bool:
     packaging = _packaging_module()
-    try:
-        if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer 5.12+: its own dialog and progress
-            packaging.pip_ensure(packaging.load_requirements(path), prompt_install=True, requester=requester)
-        else:  # Slicer 5.10
-            if not slicer.util.confirmOkCancelDisplay(
-                    "BrainXAI needs these Python packages: " + ", ".join(missing) + ". Install them now? This can "
-                    "take several minutes.", windowTitle=requester):
-                return False
-            slicer.util.pip_install(["-r", str(path)])
-    except RuntimeError as exc:
-        if str(exc) == PIP_ENSURE_DECLINED:
+    if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer 5.12+: its own dialogs and progress
+        try:
+            # What this check found missing, not the file re-read: one parser decides, and pip_ensure re-checks.
+            packaging.pip_ensure(missing, prompt_install=True, requester=requester)
+        except subprocess.CalledProcessError as exc:  # pip_ensure has shown the failure and pip's log already
+            logging.error("BrainXAI: installing %s failed (%s)", ", ".join(missing), exc)
             return False
-        slicer.util.errorDisplay(f"BrainXAI could not install its Python packages ({exc}); see the Python console.")
-        return False
+        except RuntimeError as exc:
+            if str(exc) != PIP_ENSURE_DECLINED:
+                slicer.util.errorDisplay(f"BrainXAI could not install its Python packages ({exc}); see the Python "
+                                         "console.")
+            return False
+        return True
+    try:  # Slicer 5.10
+        if not slicer.util.confirmOkCancelDisplay(
+                "BrainXAI needs these Python packages: " + ", ".join(missing) + ". Install them now? This can "
+                "take several minutes.", windowTitle=requester):
+            return False
+        slicer.util.pip_install(["-r", str(path)])
     except Exception as exc:  # noqa: BLE001 - pip failed: one line, pip's log is in the Python console
         slicer.util.errorDisplay(f"BrainXAI could not install its Python packages ({type(exc).__name__}: {exc}); "
                                  "see the Python console.")

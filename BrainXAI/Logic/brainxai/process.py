@@ -40,8 +40,8 @@ def child_env(package_root: str | Path | None = None) -> dict[str, str]:
     """The environment for the child: ours, with the folder holding this `brainxai` first on PYTHONPATH.
 
     Inside Slicer the package is importable only because the module appended BrainXAI/Logic to the GUI
-    process's sys.path; a PythonSlicer child knows nothing of that and must be told, or it would fail to
-    import brainxai (or import another copy)."""
+    process's sys.path; a PythonSlicer child knows nothing of that and must be told, or it would fail to import
+    brainxai. (PythonSlicer's launcher puts Slicer's own paths before PYTHONPATH; none of them holds a brainxai.)"""
     root = Path(package_root) if package_root else Path(__file__).resolve().parent.parent
     env = dict(os.environ)
     env["PYTHONIOENCODING"] = "utf-8"  # whatever the locale, the child writes what the parent decodes

@@ -98,6 +98,14 @@ def nodes_by_class(scene, cls: str) -> list:
     return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
 
 
+def new_storage_node(node):
+    """The node's default storage node. CreateDefaultStorageNode hands over a new reference (C++ callers Take it);
+    Python's wrapper holds its own, so the extra one is released here, or every storage node would leak."""
+    storage = node.CreateDefaultStorageNode()
+    storage.UnRegister(None)
+    return storage
+
+
 def _unique(scene, base: str) -> str:
     return scene.GenerateUniqueName(base)
 
@@ -105,7 +113,7 @@ def _unique(scene, base: str) -> str:
 def _read(scene, cls: str, path: Path, name: str, role: str):
     """Add a node of class `cls` read from `path` through its default storage node."""
     node = scene.AddNewNodeByClass(cls, _unique(scene, name))
-    storage = node.CreateDefaultStorageNode()
+    storage = new_storage_node(node)
     scene.AddNode(storage)
     node.SetAndObserveStorageNodeID(storage.GetID())
     storage.SetFileName(str(path))

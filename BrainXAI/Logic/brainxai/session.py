@@ -48,15 +48,19 @@ class ExplainSession:
         False, call finish(). llm: a report backend (brainxai.llm.PRESETS); its key comes from the environment."""
         if self.running:
             raise BrainXAIError("a BrainXAI run is in progress: wait for it or cancel it first")
-        if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode") or volume_node.IsA(
-                "vtkMRMLLabelMapVolumeNode"):
+        if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
             raise BrainXAIError("select a scalar volume (the contrast-enhanced T1) as input")
+        if volume_node.GetClassName() != "vtkMRMLScalarVolumeNode":  # what the panel's selector offers
+            raise BrainXAIError(f"'{volume_node.GetName()}' is a {volume_node.GetClassName()[7:]} (a label map, RGB "
+                                "or diffusion volume): select the contrast-enhanced T1 scalar volume")
         if volume_node.GetImageData() is None:
             raise BrainXAIError(f"'{volume_node.GetName()}' holds no image: load the scan again")
         work = Path(tempfile.mkdtemp(prefix="BrainXAI-"))
         self.work_dirs.append(work)
         input_path = work / f"{safe_name(volume_node.GetName())}.nrrd"  # the child's messages name the user's volume
-        storage = volume_node.CreateDefaultStorageNode()  # not added to the scene: the user's node is untouched
+        from .scene import new_storage_node
+
+        storage = new_storage_node(volume_node)  # not added to the scene: the user's node is untouched
         storage.SetFileName(str(input_path))
         storage.SetUseCompression(0)
         if not storage.WriteData(volume_node):
