@@ -23,9 +23,21 @@ def ui_classes() -> dict[str, str]:
     return {w.get("name"): w.get("class") for w in ET.parse(UI).iter("widget")}
 
 
+def _tree():
+    return ast.parse((MODULE / "BrainXAI.py").read_text(encoding="utf-8"))
+
+
+def timers() -> set[str]:
+    """The widget's own QTimers: self.<name> = qt.QTimer()."""
+    return {t.attr for node in ast.walk(_tree()) if isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call) and getattr(node.value.func, "attr", "") == "QTimer"
+            for t in node.targets if isinstance(t, ast.Attribute)}
+
+
 def module_uses():
-    """(widget, member, signal or None, line) for every self.ui.<widget>.<member> in BrainXAI.py."""
-    tree = ast.parse((MODULE / "BrainXAI.py").read_text(encoding="utf-8"))
+    """(widget, member, signal or None, line) for every self.ui.<widget>.<member> in BrainXAI.py, and every
+    connect() on a ui widget or one of the widget's timers."""
+    tree = _tree()
     uses = []
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
@@ -36,7 +48,9 @@ def module_uses():
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "connect"
                 and node.args and isinstance(node.args[0], ast.Constant)):
             target = node.func.value
-            name = target.attr if isinstance(target, ast.Attribute) else None
+            on_ui = isinstance(target, ast.Attribute) and getattr(target.value, "attr", None) == "ui"
+            name = target.attr if on_ui or (isinstance(target, ast.Attribute) and target.attr in timers()) else None
+            assert name is not None, f"line {node.lineno}: connect() on something this check does not know"
             uses.append((name, "connect", node.args[0].value, node.lineno))
     return uses
 
@@ -44,12 +58,14 @@ def module_uses():
 def test_every_widget_the_module_uses_exists_with_what_it_uses():
     classes = ui_classes()
     uses = module_uses()
-    widgets = {w for w, _, _, _ in uses if w not in (None, "timer")}
+    clocks = timers()
+    assert clocks, "no QTimer found: the parser lost track of the module"
+    widgets = {w for w, _, _, _ in uses if w not in clocks}
     assert widgets, "no self.ui.<widget> found: the parser lost track of the module"
     assert widgets <= set(classes), f"not in the .ui: {widgets - set(classes)}"
     problems = []
     for widget, member, signal, line in uses:
-        cls = "QTimer" if widget == "timer" else classes.get(widget)
+        cls = "QTimer" if widget in clocks else classes.get(widget)
         if cls is None:
             continue
         stand_in = standins.WIDGETS.get(cls) or (standins.QTimer if cls == "QTimer" else None)
@@ -74,7 +90,7 @@ def test_the_modules_connections_are_the_ones_it_needs():
               ("mniCheckBox", "toggled(bool)"), ("jumpButton", "clicked(bool)"), ("exportButton", "clicked(bool)"),
               ("llmBackendComboBox", "currentIndexChanged(int)"), ("llmEndpointLineEdit", "textChanged(QString)"),
               ("cloudCheckBox", "toggled(bool)"), ("allMethodsCheckBox", "toggled(bool)"),
-              ("keepWarmCheckBox", "toggled(bool)"), ("timer", "timeout()")}
+              ("keepWarmCheckBox", "toggled(bool)"), ("timer", "timeout()"), ("thresholdTimer", "timeout()")}
     assert needed <= connected, needed - connected
 
 
