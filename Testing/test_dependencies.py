@@ -61,6 +61,12 @@ def packaging_module(behaviour):
     return m
 
 
+@pytest.fixture(autouse=True)
+def torch_present(monkeypatch):
+    """torch counts as installed unless a test says otherwise (the tests about it patch it again)."""
+    monkeypatch.setattr(dependencies, "torch_installed", lambda: True)
+
+
 @pytest.fixture()
 def reqs(tmp_path):
     path = tmp_path / "requirements.txt"
