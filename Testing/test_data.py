@@ -56,3 +56,20 @@ def test_template_axial_slices_follow_the_model_convention(template_slices):
     rows = np.nonzero(low.sum(1) > 0.5)[0]
     centre_of_mass = (low.sum(1) * np.arange(64)).sum() / low.sum()
     assert centre_of_mass > (rows[0] + rows[-1]) / 2  # mass (cerebellum) in the posterior, lower half
+
+
+def test_no_tumor_folder_with_any_file_names(tmp_path):
+    """`brainxai evaluate --no-tumor DIR` failed with int() on names that are not numbers."""
+    from PIL import Image
+
+    from brainxai.errors import BrainXAIError
+
+    for name in ("b_scan.png", "a scan.JPG", "Y12.jpeg"):
+        Image.new("L", (64, 64), 40).save(tmp_path / name, format="PNG" if name.endswith("png") else "JPEG")
+    (tmp_path / "notes.txt").write_text("not an image", encoding="utf-8")
+    samples = no_tumor_samples(tmp_path)
+    assert [s.image.name for s in samples] == ["Y12.jpeg", "a scan.JPG", "b_scan.png"]
+    assert [s.index for s in samples] == [0, 1, 2] and {s.label for s in samples} == {"no_tumor"}
+    assert len({s.key for s in samples}) == 3
+    with pytest.raises(BrainXAIError, match="not a folder"):
+        no_tumor_samples(tmp_path / "missing")

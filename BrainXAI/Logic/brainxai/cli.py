@@ -190,6 +190,8 @@ def _evaluate(args) -> int:
 
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
+    if args.volumes:
+        return _evaluate_volumes(args, out)
     options = EvalOptions(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), split=args.split,
                           threshold_percentile=args.threshold, scorecam_slices=args.scorecam_slices,
                           perturbation_slices=args.perturbation_slices, max_cam_slices=args.max_cam_slices,
@@ -211,6 +213,30 @@ def _evaluate(args) -> int:
     for bar in bars.values():
         bar.close()
     paths = write_metrics(metrics, out, args.overwrite)
+    print(Path(paths[1]).read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _evaluate_volumes(args, out: Path) -> int:
+    from tqdm import tqdm
+
+    from .evaluate_volumes import evaluate_volumes, read_manifest, write_volume_metrics
+    from .explain import check_names
+    from .model import load_model
+
+    if args.data or args.no_tumor:
+        raise BrainXAIError("--volumes evaluates whole scans on its own: leave out --data and --no-tumor")
+    (method,) = check_names([args.volume_method])
+    read_manifest(args.volumes, args.data_root)  # a bad manifest is said before the model loads
+    with tqdm(desc="volumes", unit="volume") as bar:
+        def progress(stage, done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        metrics = evaluate_volumes(load_model(args.model), args.volumes, args.data_root, method, args.threshold,
+                                   progress)
+    paths = write_volume_metrics(metrics, out, args.overwrite)
     print(Path(paths[1]).read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -314,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--healthy-volume", type=Path, action="append",
                    help="a tumour-free 3D head (repeatable): share of its brain slices called no_tumor")
     v.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
+    v.add_argument("--volumes", type=Path, help="CSV manifest of whole scans (path,label[,mask]): the product's "
+                                                 "pipeline on each, scored per volume (instead of --data)")
+    v.add_argument("--data-root", type=Path, help="folder the manifest's relative paths start from "
+                                                   "(default: the manifest's folder)")
+    v.add_argument("--volume-method", default="gradcam++", help="the CAM method scored with --volumes")
     v.set_defaults(func=_evaluate)
 
     s = sub.add_parser("views", help="render axial/sagittal/coronal slice views of an explain folder (slicer-core)")

@@ -45,24 +45,58 @@ class Sample:
     label: str
     image: Path
     mask: Path | None
+    patient: str | None = None  # where the source names patients (LGG): splits are by patient
 
 
 def figshare_samples(root: Path) -> list[Sample]:
-    table = root / "labels.csv"
+    """A labelled folder: labels.csv (index,label,image,mask[,patient,...]) with the images and masks it names.
+    figshare's layout, and the LGG stacks' (whose tumour-free slices have no mask and whose rows name the
+    patient). Slices where the source gives FLAIR in place of the post-contrast T1 (post_is_flair) are left out:
+    they are not what the model reads."""
+    table = Path(root) / "labels.csv"
     if not table.is_file():
-        raise BrainXAIError(f"no labels.csv in {root}: point --data at the figshare folder of the shared data")
+        raise BrainXAIError(f"no labels.csv in {root}: point --data at a labelled folder (figshare or lgg layout)")
     with open(table, newline="", encoding="utf-8") as f:
         return [
-            Sample(f"figshare:{r['index']}", int(r["index"]), r["label"], root / r["image"], root / r["mask"])
-            for r in csv.DictReader(f)
+            Sample(f"{Path(root).name}:{r['index']}", int(r["index"]), r["label"], root / r["image"],
+                   root / r["mask"] if r.get("mask") else None, r.get("patient") or None)
+            for r in csv.DictReader(f) if r.get("post_is_flair", "0") != "1"
         ]
 
 
+def patient_split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """By patient: a patient is in validation when a hash of their ID falls in the lowest VAL_FRACTION, so every
+    slice of one head is on one side and the split does not move when patients are added or reordered."""
+    def held_out(patient: str) -> bool:
+        return int(hashlib.sha256(patient.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < VAL_FRACTION
+
+    return [s for s in samples if not held_out(s.patient)], [s for s in samples if held_out(s.patient)]
+
+
+def split(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Training and validation: by patient where patients are known, else by contiguous index blocks."""
+    if samples and all(s.patient for s in samples):
+        return patient_split(samples)
+    return block_split(samples)
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
 def no_tumor_samples(root: Path) -> list[Sample]:
-    files = sorted((p for p in root.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}), key=lambda p: int(p.stem))
+    """Every image in a folder of tumour-free images. Files named by number (Br35H) keep that number as their
+    index, in numeric order; any other names are ordered by name and numbered in that order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BrainXAIError(f"{root} is not a folder: point --no-tumor at a folder of tumour-free PNG/JPEG images")
+    files = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise BrainXAIError(f"no images in {root}: point --no-tumor at the br35h_no_tumor folder of the shared data")
-    return [Sample(f"br35h:{p.stem}", int(p.stem), "no_tumor", p, None) for p in files]
+        raise BrainXAIError(f"no PNG/JPEG images in {root}: point --no-tumor at a folder of tumour-free images")
+    if all(p.stem.isdigit() for p in files):
+        files.sort(key=lambda p: int(p.stem))
+        return [Sample(f"br35h:{p.stem}", int(p.stem), "no_tumor", p, None) for p in files]
+    files.sort(key=lambda p: p.name)
+    return [Sample(f"{root.name}:{p.name}", i, "no_tumor", p, None) for i, p in enumerate(files)]
 
 
 def _label_ranges(samples: list[Sample], lo_q: float, hi_q: float) -> list[tuple[int, int]]:

@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 
 from . import CLASSES
 from . import threshold as threshold_mod
-from .data import block_split, figshare_samples, no_tumor_samples, tensorise
+from .data import figshare_samples, no_tumor_samples, split as train_val_split, tensorise
 from .errors import BrainXAIError
 from .explain import get_method
 from .model import LoadedModel, predict_slices
@@ -202,7 +202,7 @@ def load_folder(data: Path | None, no_tumor: Path | None, split: str, size: int,
         raise BrainXAIError(f"unknown split '{split}': use 'all' or 'val'")
     samples = []
     for found in ([figshare_samples(Path(data))] if data else []) + ([no_tumor_samples(Path(no_tumor))] if no_tumor else []):
-        samples += block_split(found)[1] if split == "val" else found
+        samples += train_val_split(found)[1] if split == "val" else found
     return samples, tensorise(samples, size, cache)
 
 
