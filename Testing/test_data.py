@@ -73,3 +73,26 @@ def test_no_tumor_folder_with_any_file_names(tmp_path):
     assert len({s.key for s in samples}) == 3
     with pytest.raises(BrainXAIError, match="not a folder"):
         no_tumor_samples(tmp_path / "missing")
+
+
+def test_lgg_stacks_split_by_patient_and_leave_flair_out(data_dir):
+    import csv
+    import random
+
+    from brainxai.data import patient_split, split
+
+    samples = figshare_samples(data_dir / "lgg")
+    with open(data_dir / "lgg" / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    flair = {r["patient"] for r in rows if r["post_is_flair"] == "1"}
+    assert flair and not flair & {s.patient for s in samples}  # FLAIR in place of post-contrast: not our input
+    assert all((s.mask is None) == (s.label == "no_tumor") for s in samples)
+    train, val = split(samples)
+    assert not {s.patient for s in train} & {s.patient for s in val}
+    patients = {s.patient for s in samples}
+    assert 0.1 < len({s.patient for s in val}) / len(patients) < 0.3
+    assert {"glioma", "no_tumor"} == {s.label for s in val}
+    shuffled = samples[:]
+    random.Random(1).shuffle(shuffled)
+    assert {s.key for s in patient_split(shuffled)[1]} == {s.key for s in val}  # order does not move the split
+    assert {s.key for s in samples}.isdisjoint({s.key for s in figshare_samples(data_dir / "figshare")})

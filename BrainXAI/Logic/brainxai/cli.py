@@ -178,7 +178,8 @@ def _train(args) -> int:
     cam_layer = args.cam_layer
     card = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                  cfg=ModelConfig(encoder=encoder, input_size=args.size, cam_layer=cam_layer), cache=args.cache,
-                 pretrained=not args.no_pretrained, templates=args.templates)
+                 pretrained=not args.no_pretrained, templates=args.templates, lgg=args.lgg, healthy=args.healthy_heads,
+                 resume=args.resume)
     v = card["validation"]
     print(f"validation accuracy {v['accuracy']:.3f}, tumour Dice {v['tumour_dice_mean']:.3f}; weights {args.out}")
     return 0
@@ -383,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(measured: did not fix the healthy IXI call, see README)")
     t.add_argument("--size", type=int, default=224)
     t.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
+    t.add_argument("--lgg", action="store_true",
+                   help="add the training patients of DATA/lgg (whole clinical stacks: tumour and tumour-free slices)")
+    t.add_argument("--healthy-heads", action="store_true",
+                   help="add the axial slices of the training heads of DATA/volumes/healthy (no_tumor)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint saved beside --out after each epoch (same options)")
     t.set_defaults(func=_train)
     return p
 

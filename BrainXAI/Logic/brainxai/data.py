@@ -198,11 +198,56 @@ def healthy_template_slices(size: int) -> dict[str, np.ndarray]:
             "labels": np.full(n, CLASSES.index("no_tumor"), np.int64)}
 
 
+HEALTHY_HELD_OUT = 1 / 3  # of the tumour-free heads: kept for volume evaluation, never trained on
+HEAD_MIN_AREA = 0.1  # a volume's axial slice is used when its head covers this fraction of the largest section
+
+
+def _hashed_fraction(name: str) -> float:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def healthy_split(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Tumour-free heads for training and for evaluation, by a hash of the file name (stable, order-free)."""
+    held = [p for p in paths if _hashed_fraction(Path(p).name) < HEALTHY_HELD_OUT]
+    return [p for p in paths if p not in held], held
+
+
+def volume_slices(path: Path, size: int, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """A tumour-free head's axial slices exactly as the pipeline hands them to the model (one orientation, one
+    intensity scaling and one head frame for the whole volume), skull base and vertex included: the hard negatives
+    2D tumour collections never show. Same keys as tensorise; masks empty."""
+    import SimpleITK as sitk
+
+    from .preprocess import frame_slices, oriented_volume, scale_intensity
+
+    key = hashlib.sha1(f"{Path(path).resolve()}|{Path(path).stat().st_size}|{size}|v1".encode()).hexdigest()[:16]
+    cached = cache / f"volume-slices-{key}.npz" if cache else None
+    if cached and cached.is_file():
+        with np.load(cached) as z:
+            return dict(z)
+    _, arr, head = oriented_volume(sitk.ReadImage(str(path), sitk.sitkFloat32))
+    _, slices = frame_slices(scale_intensity(arr), head, size)
+    area = head.sum((1, 2))
+    keep = np.nonzero(area >= HEAD_MIN_AREA * area.max())[0]
+    images = slices[keep].astype(np.float16)
+    n = len(keep)
+    out = {"images": images, "masks": np.zeros((n, size, size), bool),
+           "heads": np.stack([head_mask(im.astype(np.float32)) for im in images]) if n else np.zeros((0, size, size), bool),
+           "px_per_model_px": np.ones(n, np.float32), "labels": np.full(n, CLASSES.index("no_tumor"), np.int64)}
+    if cached:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cached, **out)
+    return out
+
+
 def load_split(data_root: Path, size: int, cache: Path | None = None, calibration: bool = False,
-               templates: bool = False):
+               templates: bool = False, lgg: bool = False, healthy: bool = False):
     """(train samples, validation samples, train tensors, validation tensors), and with calibration=True also
     (calibration samples, calibration tensors) carved out of the training part. templates=True (with calibration)
-    appends the healthy template slices to the training tensors (they are never validation data)."""
+    appends the healthy template slices to the training tensors (they are never validation data). lgg=True adds
+    the training patients of data_root/lgg (tumour and tumour-free slices of whole clinical stacks) and
+    healthy=True the axial slices of the training heads of data_root/volumes/healthy, both to training only: their
+    held-out patients and heads are measured by `brainxai evaluate` (--data lgg --split val, --volumes)."""
     data_root = Path(data_root)
     parts = [block_split(figshare_samples(data_root / "figshare")),
              block_split(no_tumor_samples(data_root / "br35h_no_tumor"))]
@@ -212,8 +257,17 @@ def load_split(data_root: Path, size: int, cache: Path | None = None, calibratio
         return train, val, tensorise(train, size, cache), tensorise(val, size, cache)
     carved = [calibration_split(t) for t, _ in parts]
     train, cal = [s for t, _ in carved for s in t], [s for _, c in carved for s in c]
-    tr = tensorise(train, size, cache)
+    extras = []
+    if lgg:
+        lgg_train = patient_split(figshare_samples(data_root / "lgg"))[0]
+        train = train + lgg_train
+        extras.append(tensorise(lgg_train, size, cache))
+    tr = tensorise([s for s in train if not s.key.startswith("lgg:")], size, cache)
     if templates:
-        extra = healthy_template_slices(size)
+        extras.append(healthy_template_slices(size))
+    if healthy:
+        heads = sorted((data_root / "volumes" / "healthy").glob("*.nii*"))
+        extras += [volume_slices(p, size, cache) for p in healthy_split(heads)[0]]
+    for extra in extras:
         tr = {k: np.concatenate([v, extra[k]]) for k, v in tr.items()}
     return train, val, tr, tensorise(val, size, cache), cal, tensorise(cal, size, cache)

