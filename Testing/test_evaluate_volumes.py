@@ -143,3 +143,15 @@ def test_cli_volumes_on_real_scans(tmp_path, data_dir):
     assert main(["evaluate", "--volumes", str(m), "--out", str(out)]) == 2  # never over existing metrics
     assert main(["evaluate", "--volumes", str(m), "--data", str(data_dir / "figshare"),
                  "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_the_shared_manifest_holds_no_training_head(data_dir):
+    """docs/metrics/volumes.csv measures heads the model may not have seen: never one `--healthy-heads` trains on."""
+    from pathlib import Path
+
+    from brainxai.data import healthy_split
+
+    manifest = Path(__file__).resolve().parents[1] / "docs" / "metrics" / "volumes.csv"
+    listed = {r["path"].name for r in read_manifest(manifest, data_dir)}
+    train, held = healthy_split(sorted((data_dir / "volumes" / "healthy").glob("*.nii*")))
+    assert listed.isdisjoint(p.name for p in train) and {p.name for p in held} <= listed
