@@ -202,6 +202,13 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---------------------------------------------------------------------------------------------- lifecycle
 
+    def onReload(self):
+        """Developer mode's Reload (and Reload and Test): Slicer re-executes only this file, so the brainxai package
+        is dropped from sys.modules first and imported afresh; the old panel keeps the modules it holds."""
+        for name in [n for n in sys.modules if n == "brainxai" or n.startswith("brainxai.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self):
         self.initializeParameterNode()
         self.controller.enter()

@@ -666,6 +666,11 @@ def scripted_loadable_module(slicer, module_path: str) -> types.ModuleType:
         def setup(self):
             pass  # the developer section (Reload / Reload and Test) is shown only in developer mode
 
+        reloads: list = []
+
+        def onReload(self):  # Slicer's calls slicer.util.reloadScriptedModule(self.moduleName)
+            self.reloads.append(self.moduleName)
+
         def cleanup(self):
             pass
 

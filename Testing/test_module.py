@@ -321,3 +321,16 @@ def test_input_choice_matches_the_selector(env):
     assert w.logic.getParameterNode().inputVolume is plain
     with pytest.raises(BrainXAIError, match="'photo' is a VectorVolumeNode"):
         w.logic.start(rgb)
+
+
+def test_developer_reload_reimports_the_brainxai_package(env, monkeypatch):
+    """Slicer's Reload re-executes BrainXAI.py only: edits under BrainXAI/Logic/brainxai must be picked up too."""
+    import brainxai.panel  # noqa: F401
+
+    for name in [n for n in sys.modules if n == "brainxai" or n.startswith("brainxai.")]:
+        monkeypatch.setitem(sys.modules, name, sys.modules[name])  # put back after the test
+    w = env.widget()
+    env.widgets = [w]
+    w.onReload()
+    assert w.reloads[-1] == "BrainXAI"
+    assert not [n for n in sys.modules if n == "brainxai" or n.startswith("brainxai.")]
