@@ -96,3 +96,26 @@ def test_lgg_stacks_split_by_patient_and_leave_flair_out(data_dir):
     random.Random(1).shuffle(shuffled)
     assert {s.key for s in patient_split(shuffled)[1]} == {s.key for s in val}  # order does not move the split
     assert {s.key for s in samples}.isdisjoint({s.key for s in figshare_samples(data_dir / "figshare")})
+
+
+def test_lgg_stacks_become_volumes_with_their_masks(data_dir, tmp_path):
+    import csv
+
+    import SimpleITK as sitk
+
+    from brainxai.cli import main
+    from brainxai.data import LGG_HEAD_EXTENT_MM, patient_split
+
+    assert main(["stack-lgg", "--data", str(data_dir / "lgg"), "--out", str(tmp_path / "v")]) == 0
+    with open(tmp_path / "v" / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    held = patient_split(figshare_samples(data_dir / "lgg"))[1]
+    assert {r["id"] for r in rows} == {s.patient for s in held}
+    first = next(r for r in rows if r["mask"])
+    slices = [s for s in held if s.patient == first["id"]]
+    image = sitk.ReadImage(str(tmp_path / "v" / first["path"]))
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "v" / first["mask"])))
+    assert image.GetSize() == (256, 256, len(slices))
+    assert image.GetSpacing()[2] == pytest.approx(LGG_HEAD_EXTENT_MM / len(slices), abs=1e-3)
+    assert mask.any(1).any(1).sum() == sum(s.mask is not None for s in slices)  # the tumour slices, in order
+    assert main(["stack-lgg", "--data", str(data_dir / "lgg"), "--out", str(tmp_path / "v")]) == 2  # not over it

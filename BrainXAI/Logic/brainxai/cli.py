@@ -243,6 +243,17 @@ def _evaluate_volumes(args, out: Path) -> int:
     return 0
 
 
+def _stack_lgg(args) -> int:
+    from .data import stack_lgg
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise BrainXAIError(f"{out} is not empty: choose another --out or pass --overwrite")
+    manifest = stack_lgg(args.data, out, held_out_only=not args.all_patients)
+    print(f"wrote {manifest}; evaluate with: brainxai evaluate --volumes {manifest} --out METRICS.json")
+    return 0
+
+
 def _views(args) -> int:
     from . import scene, slice_views
 
@@ -347,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default: the manifest's folder)")
     v.add_argument("--volume-method", default="gradcam++", help="the CAM method scored with --volumes")
     v.set_defaults(func=_evaluate)
+
+    g = sub.add_parser("stack-lgg", help="the held-out LGG patients' stacks as NIfTI volumes + a manifest for "
+                                         "'evaluate --volumes' (derived from the shared data: keep it out of the repo)")
+    g.add_argument("--data", type=Path, default=Path("../shared/data/lgg"), help="the lgg folder of the shared data")
+    g.add_argument("--out", type=Path, required=True, help="folder for the volumes and manifest.csv")
+    g.add_argument("--all-patients", action="store_true", help="every patient, not only the held-out ones")
+    g.add_argument("--overwrite", action="store_true")
+    g.set_defaults(func=_stack_lgg)
 
     s = sub.add_parser("views", help="render axial/sagittal/coronal slice views of an explain folder (slicer-core)")
     s.add_argument("folder", type=Path, help="a folder written by 'brainxai explain'")

@@ -271,3 +271,43 @@ def load_split(data_root: Path, size: int, cache: Path | None = None, calibratio
     for extra in extras:
         tr = {k: np.concatenate([v, extra[k]]) for k, v in tr.items()}
     return train, val, tr, tensorise(val, size, cache), cal, tensorise(cal, size, cache)
+
+
+LGG_HEAD_EXTENT_MM = 165.0  # the stacks run from below the skull base to the vertex: slice spacing ~ this / slices
+
+
+def stack_lgg(root: Path, out: Path, held_out_only: bool = True) -> Path:
+    """The LGG patients' post-contrast stacks as NIfTI volumes with their masks, and a manifest for
+    `brainxai evaluate --volumes` (written to `out`, never into the repository: it is the shared data).
+
+    The source keeps no geometry: in-plane spacing is taken as 1 mm (a 256 mm field of view) and the slice
+    spacing as LGG_HEAD_EXTENT_MM / slices, an estimate (stacks of 20-88 slices cover the whole head). Patients
+    whose post-contrast series is FLAIR are left out, as in figshare_samples."""
+    import SimpleITK as sitk
+
+    samples = figshare_samples(Path(root))
+    chosen = patient_split(samples)[1] if held_out_only else samples
+    by_patient: dict[str, list[Sample]] = {}
+    for s in chosen:
+        by_patient.setdefault(s.patient, []).append(s)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for patient, stack in sorted(by_patient.items()):
+        stack.sort(key=lambda s: int(s.image.stem.rsplit("_", 1)[1]))  # slice 1 = most inferior
+        image = np.stack([load_gray(s.image) for s in stack])
+        mask = np.stack([load_gray(s.mask) > 127 if s.mask else np.zeros(image.shape[1:], bool) for s in stack])
+        spacing = (1.0, 1.0, round(LGG_HEAD_EXTENT_MM / len(stack), 3))
+        # Rows run anterior -> posterior and columns right -> left of the patient (radiological display) with
+        # slice 1 inferior: in LPS, +i = left, +j = posterior, +k = superior, the identity direction.
+        for name, arr in ((f"{patient}.nii.gz", image.astype(np.float32)), (f"{patient}_mask.nii.gz",
+                                                                            mask.astype(np.uint8))):
+            img = sitk.GetImageFromArray(arr)
+            img.SetSpacing(spacing)
+            sitk.WriteImage(img, str(out / name), True)
+        rows.append((patient, f"{patient}.nii.gz", "glioma" if mask.any() else "no_tumor",
+                     f"{patient}_mask.nii.gz" if mask.any() else ""))
+    manifest = out / "manifest.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("id", "path", "label", "mask"), *rows])
+    return manifest

@@ -165,7 +165,7 @@ def evaluate_volumes(model, manifest: str | Path, data_root: str | Path | None =
         progress("volumes", len(cases), len(cases))
     scored = [r for r in rows if "error" not in r]
     return {
-        "settings": {"manifest": str(manifest), "method": method, "threshold_percentile": threshold_percentile,
+        "settings": {"manifest": Path(manifest).name, "method": method, "threshold_percentile": threshold_percentile,
                      "peak_tolerance_voxels": PEAK_TOLERANCE_VOXELS, "model": model.info()},
         "summary": summarise(scored) if scored else {},
         "refused": [{"id": r["id"], "error": r["error"]} for r in rows if "error" in r],
