@@ -75,6 +75,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_root, tmp_path, m
         _run(tiny_root, part)
     monkeypatch.setattr(train_mod, "save_state", real_save)
     assert train_mod.checkpoint_path(part).is_file() and not part.exists()
+    with pytest.raises(BrainXAIError, match="unfinished run"):  # never silently over a checkpoint
+        _run(tiny_root, part)
     with pytest.raises(BrainXAIError, match="another recipe"):
         train_mod.train(tiny_root, part, epochs=3, batch_size=16, cfg=ModelConfig(input_size=64), pretrained=False,
                         resume=True)

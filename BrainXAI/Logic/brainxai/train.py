@@ -194,6 +194,8 @@ def train(
     recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "encoder": cfg.encoder,
               "input_size": cfg.input_size, "templates": templates, "lgg": lgg, "healthy": healthy,
               "train_slices": int(len(tr["labels"]))}
+    if ckpt.is_file() and not resume:
+        raise BrainXAIError(f"{ckpt} holds an unfinished run: pass --resume to continue it, or delete it to start over")
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state["recipe"] != recipe:
@@ -338,7 +340,7 @@ def render_model_card(card: dict) -> str:
                      for h in card["history"])
     cm = "\n".join(f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(card["classes"], v["confusion_matrix"]))
     evaluation = render_evaluation(card["evaluation"]) if card.get("evaluation") else ""
-    templates = f"; {d['templates']}" if d.get("templates") else ""
+    templates = "".join(f"; {d[k]}" for k in ("lgg", "healthy_heads", "templates") if d.get(k))
     extra = f" (+ {d['template_slices']} slices cut from volumes)" if d.get("template_slices") else ""
     return f"""# Model card: {card['name']} {card['version']}
 
