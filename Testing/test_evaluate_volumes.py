@@ -74,24 +74,33 @@ def test_per_volume_measures_by_hand():
                           0.001)["cam_peak_in_tumour"]
     healthy = score_case(_findings("meningioma", 12.5, ["Brain-Stem"]), images, "no_tumor", None, "gradcam++", 0.001)
     assert healthy["false_lesion_ml"] == 12.5 and not healthy["correct"] and "lesion_dice" not in healthy
+    assert healthy["confidently_wrong"] and not healthy["indeterminate"]  # p 0.7: the report favours it
+    unsure = _findings("meningioma")
+    unsure["diagnosis"]["probabilities"] = {"glioma": 0.3, "meningioma": 0.4, "pituitary": 0.1, "no_tumor": 0.2}
+    row = score_case(unsure, images, "no_tumor", None, "gradcam++", 0.001)
+    assert row["indeterminate"] and not row["confidently_wrong"] and not row["correct"]
     assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
 
 
 def test_summary_by_hand():
+    ok, unsure, wrong = ({"indeterminate": False, "confidently_wrong": False},
+                         {"indeterminate": True, "confidently_wrong": False},
+                         {"indeterminate": False, "confidently_wrong": True})
     rows = [
         {"label": "glioma", "diagnosis": "glioma", "correct": True, "lesion_dice": 0.6, "cam_peak_in_tumour": True,
-         "cam_centroid_in_tumour": False, "regions": ["x"]},
-        {"label": "glioma", "diagnosis": "no_tumor", "correct": False, "regions": []},  # no reference mask
-        {"label": "no_tumor", "diagnosis": "no_tumor", "correct": True, "false_lesion_ml": 0.0, "regions": []},
+         "cam_centroid_in_tumour": False, "regions": ["x"], **ok},
+        {"label": "glioma", "diagnosis": "no_tumor", "correct": False, "regions": [], **unsure},  # no reference mask
+        {"label": "no_tumor", "diagnosis": "no_tumor", "correct": True, "false_lesion_ml": 0.0, "regions": [], **ok},
         {"label": "no_tumor", "diagnosis": "meningioma", "correct": False, "false_lesion_ml": 30.0,
-         "regions": ["Brain-Stem", "Left Temporal Pole"]},
+         "regions": ["Brain-Stem", "Left Temporal Pole"], **wrong},
         {"label": "no_tumor", "diagnosis": "no_tumor", "correct": True, "false_lesion_ml": 1.0,
-         "regions": ["Brain-Stem"]},
+         "regions": ["Brain-Stem"], **unsure},
     ]
     s = summarise(rows)
     assert s["glioma"]["called_correctly"] == 0.5 and s["glioma"]["lesion_dice"] == 0.6
     assert s["glioma"]["with_reference_mask"] == 1 and s["glioma"]["calls"]["no_tumor"] == 1
     assert s["no_tumor"]["called_correctly"] == pytest.approx(2 / 3)
+    assert s["no_tumor"]["confidently_wrong"] == pytest.approx(1 / 3) and s["glioma"]["indeterminate"] == 0.5
     assert s["no_tumor"]["false_lesion_ml_median"] == 1.0 and s["no_tumor"]["false_lesion_ml_max"] == 30.0
     assert s["no_tumor"]["without_regions"] == pytest.approx(1 / 3)
     assert s["no_tumor"]["regions_reported"] == {"Brain-Stem": 2, "Left Temporal Pole": 1}

@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from . import CLASSES
 from .errors import BrainXAIError
+from .report import LOW_CONFIDENCE
 
 PEAK_TOLERANCE_VOXELS = 3.0  # a heatmap peak this close to the reference tumour counts as inside it
 DEFAULT_METHOD = "gradcam++"
@@ -81,10 +82,13 @@ def score_case(findings: dict, images: dict, label: str, truth: np.ndarray | Non
                voxel_ml: float) -> dict:
     """One volume's row from the pipeline's findings and images (on the scan's grid)."""
     d = findings["diagnosis"]
+    indeterminate = max(d["probabilities"].values()) < LOW_CONFIDENCE  # what the report then says
     row = {
         "label": label,
         "diagnosis": d["label"],
         "correct": d["label"] == label,
+        "indeterminate": indeterminate,
+        "confidently_wrong": d["label"] != label and not indeterminate,
         "probabilities": d["probabilities"],
         "lesion_ml": findings["lesion"]["volume_ml"],
         "regions": [r["name"] for r in findings["regions"]],
@@ -130,6 +134,7 @@ def summarise(rows: list[dict]) -> dict:
     for label in [c for c in CLASSES if any(r["label"] == c for r in rows)]:
         group = [r for r in rows if r["label"] == label]
         s = {"volumes": len(group), "called_correctly": _rate(group, "correct"),
+             "indeterminate": _rate(group, "indeterminate"), "confidently_wrong": _rate(group, "confidently_wrong"),
              "calls": {c: sum(r["diagnosis"] == c for r in group) for c in CLASSES}}
         if label == "no_tumor":
             s["false_lesion_ml_median"] = float(np.median([r["false_lesion_ml"] for r in group]))
@@ -189,12 +194,15 @@ def render_markdown(m: dict) -> str:
              f"Manifest `{Path(s['manifest']).name}`; model {s['model']['name']} {s['model']['version']} "
              f"(sha256 {s['model']['sha256'][:12]}). A heatmap peak or mask centroid counts as inside the tumour "
              f"within {s['peak_tolerance_voxels']:g} voxels.", "",
-             "| reference | volumes | called correctly | calls | lesion Dice (mean) | CAM peak in tumour | "
-             "CAM centroid in tumour | false lesion mL (median / max) | no region listed |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             f"Indeterminate: the top probability is under {LOW_CONFIDENCE:g}, and the report says the class is "
+             "indeterminate; confidently wrong: a wrong class reported as favoured.", "",
+             "| reference | volumes | called correctly | indeterminate | confidently wrong | calls | lesion Dice (mean) | "
+             "CAM peak in tumour | CAM centroid in tumour | false lesion mL (median / max) | no region listed |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for label, g in m["summary"].items():
         calls = ", ".join(f"{c} {n}" for c, n in g["calls"].items() if n)
-        lines.append(f"| {label} | {g['volumes']} | {_fmt(g['called_correctly'])} | {calls} | "
+        lines.append(f"| {label} | {g['volumes']} | {_fmt(g['called_correctly'])} | {_fmt(g['indeterminate'])} | "
+                     f"{_fmt(g['confidently_wrong'])} | {calls} | "
                      f"{_fmt(g.get('lesion_dice'))} | {_fmt(g.get('cam_peak_in_tumour'))} | "
                      f"{_fmt(g.get('cam_centroid_in_tumour'))} | "
                      + (f"{_fmt(g['false_lesion_ml_median'], 1)} / {_fmt(g['false_lesion_ml_max'], 1)}"
