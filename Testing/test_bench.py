@@ -23,7 +23,9 @@ def test_bench_runs_side_by_side_and_writes_its_table(ixi_path, tmp_path):
     assert {"register", "model", "explain", "atlas", "write"} <= set(r["ours"]["stages_s"])
     assert set(r["naive"]["stages_s"]) == {"register", "model", "explain", "atlas"}
     assert r["ours"]["total_s"] > 0 and r["naive"]["total_s"] > r["naive"]["model_and_cam_only_total_s"] > 0
-    assert r["peak_rss_mb"] > 0 and r["cli_wall_s"] > r["cli_imports_s"] > 0 and r["warm_worker_wall_s"] > 0
+    # imports are timed in their own interpreter; the command line overlaps them with registration, so its wall
+    # may come in under them (CI: 6.82 vs 6.84 s): both are only required to be measured
+    assert r["peak_rss_mb"] > 0 and r["cli_wall_s"] > 0 and r["cli_imports_s"] > 0 and r["warm_worker_wall_s"] > 0
     # The two registrations are the same algorithm on differently prepared images: they must agree.
     assert r["registration_agreement_mm"] < 2.0
     sc = r["scorecam"]

@@ -86,3 +86,23 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_root, tmp_path, m
     assert sa.keys() == sb.keys()
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_names_them(tiny_root, tmp_path):
+    from brainxai.model import build_network
+
+    base = tmp_path / "base" / "w.pt"
+    _run(tiny_root, base)
+    cfg = ModelConfig(input_size=64)
+    net = build_network(cfg)
+    named = train_mod.init_from_brainxai(net, cfg, base)
+    assert named.startswith("fine-tuned from w.pt (sha256 ")
+    shipped = torch.load(base, weights_only=True)["state_dict"]
+    for k, v in net.state_dict().items():  # the network now holds the shipped (fp16) weights, not a fresh init
+        torch.testing.assert_close(v, shipped[k].to(v.dtype), rtol=0, atol=0, msg=k)
+    with pytest.raises(BrainXAIError, match="another architecture.*input_size"):
+        train_mod.init_from_brainxai(build_network(ModelConfig(input_size=96)), ModelConfig(input_size=96), base)
+    with pytest.raises(BrainXAIError, match="no such weights file"):
+        train_mod.init_from_brainxai(net, cfg, tmp_path / "missing.pt")
+    card = _run(tiny_root, tmp_path / "tuned" / "w.pt", init=base)
+    assert card["pretrained"] == named and named in card["architecture"]

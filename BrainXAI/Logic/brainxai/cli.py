@@ -179,7 +179,7 @@ def _train(args) -> int:
     card = train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                  cfg=ModelConfig(encoder=encoder, input_size=args.size, cam_layer=cam_layer), cache=args.cache,
                  pretrained=not args.no_pretrained, templates=args.templates, lgg=args.lgg, healthy=args.healthy_heads,
-                 resume=args.resume)
+                 resume=args.resume, init=args.init)
     v = card["validation"]
     print(f"validation accuracy {v['accuracy']:.3f}, tumour Dice {v['tumour_dice_mean']:.3f}; weights {args.out}")
     return 0
@@ -409,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the axial slices of the training heads of DATA/volumes/healthy (no_tumor)")
     t.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint saved beside --out after each epoch (same options)")
+    t.add_argument("--init", type=Path,
+                   help="fine-tune: start from these brainxai weights (same architecture; trained on a subset of "
+                        "this run's training data with the same split, e.g. the packaged default)")
     t.set_defaults(func=_train)
     return p
 
