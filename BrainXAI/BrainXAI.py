@@ -351,6 +351,8 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.mniCheckBox.enabled = view.mni_enabled
             self.ui.mniCheckBox.checked = view.mni_checked
             self.ui.diagnosisLabel.text = view.diagnosis
+            self.ui.inputCautionLabel.text = view.input_caution
+            self.ui.inputCautionLabel.visible = bool(view.input_caution)
             if view.report_html != self._shownReport:  # setHtml resets the scroll position
                 self.ui.reportBrowser.setHtml(view.report_html)
                 self._shownReport = view.report_html

@@ -65,7 +65,7 @@ BASES = {
 # Q_PROPERTYs the stand-ins hold, with Qt's defaults (same headers).
 PROPERTIES: dict[str, dict[str, object]] = {
     "QObject": {"objectName": ""},
-    "QWidget": {"enabled": True, "visible": True, "toolTip": "", "minimumSize": None},
+    "QWidget": {"enabled": True, "visible": True, "toolTip": "", "minimumSize": None, "styleSheet": ""},
     "QAbstractButton": {"text": "", "checkable": False, "checked": False},
     "QCheckBox": {"checkable": True},
     "QComboBox": {},  # currentIndex, currentText, currentData, count: computed

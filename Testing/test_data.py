@@ -119,3 +119,23 @@ def test_lgg_stacks_become_volumes_with_their_masks(data_dir, tmp_path):
     assert image.GetSpacing()[2] == pytest.approx(LGG_HEAD_EXTENT_MM / len(slices), abs=1e-3)
     assert mask.any(1).any(1).sum() == sum(s.mask is not None for s in slices)  # the tumour slices, in order
     assert main(["stack-lgg", "--data", str(data_dir / "lgg"), "--out", str(tmp_path / "v")]) == 2  # not over it
+
+
+def test_lgg_pre_contrast_stacks_hold_the_same_slices_before_contrast(data_dir, tmp_path):
+    import csv
+
+    import SimpleITK as sitk
+
+    from brainxai.cli import main
+    from brainxai.data import load_gray
+
+    assert main(["stack-lgg", "--data", str(data_dir / "lgg"), "--out", str(tmp_path / "pre"), "--series", "pre"]) == 0
+    with open(tmp_path / "pre" / "manifest.csv", newline="", encoding="utf-8") as f:
+        first = next(csv.DictReader(f))
+    with open(data_dir / "lgg" / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = sorted((r for r in csv.DictReader(f) if r["patient"] == first["id"]), key=lambda r: int(r["slice"]))
+    stack = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pre" / first["path"])))
+    assert len(stack) == len(rows)
+    for k in (0, len(rows) // 2):  # slice order kept, and the pre-contrast image, not the post-contrast one
+        np.testing.assert_array_equal(stack[k], load_gray(data_dir / "lgg" / rows[k]["pre_contrast"]))
+        assert not np.array_equal(stack[k], load_gray(data_dir / "lgg" / rows[k]["image"]))

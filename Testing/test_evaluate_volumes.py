@@ -9,7 +9,8 @@ import SimpleITK as sitk
 
 from brainxai.cli import main
 from brainxai.errors import BrainXAIError
-from brainxai.evaluate_volumes import dice, read_manifest, reference_mask, score_case, summarise
+from brainxai.evaluate_volumes import (dice, input_check_rates, read_manifest, reference_mask, score_case,
+                                       summarise)
 
 
 def write_manifest(path, rows, columns=("id", "path", "label", "mask")):
@@ -35,7 +36,9 @@ def test_manifest_paths_labels_and_one_line_errors(tmp_path):
             ([["x", "scans/a.nii.gz", "tumour", ""]], ("id", "path", "label", "mask"), "'tumour' is not one of"),
             ([["x", "scans/c.nii.gz", "glioma", ""]], ("id", "path", "label", "mask"), "c.nii.gz does not exist"),
             ([["scans/a.nii.gz"]], ("file",), "needs the columns path,label"),
-            ([], ("path", "label"), "lists no volumes")):
+            ([], ("path", "label"), "lists no volumes"),
+            ([["x", "scans/a.nii.gz", "glioma", "", "T1c"]], ("id", "path", "label", "mask", "contrast"),
+             "contrast 'T1c' is not one of enhanced, plain")):
         with pytest.raises(BrainXAIError, match=match) as info:
             read_manifest(write_manifest(tmp_path / "bad.csv", rows_, columns))
         assert "\n" not in str(info.value)
@@ -164,3 +167,31 @@ def test_the_shared_manifest_holds_no_training_head(data_dir):
     listed = {r["path"].name for r in read_manifest(manifest, data_dir)}
     train, held = healthy_split(sorted((data_dir / "volumes" / "healthy").glob("*.nii*")))
     assert listed.isdisjoint(p.name for p in train) and {p.name for p in held} <= listed
+
+
+def test_input_check_rates_by_contrast():
+    rows = [{"contrast": "plain", "input_flags": ["not_contrast_enhanced"]},
+            {"contrast": "plain", "input_flags": []},
+            {"contrast": "enhanced", "input_flags": ["partial_brain"]},
+            {"contrast": "enhanced", "input_flags": []},
+            {"contrast": None, "input_flags": ["not_brain_mri"]}]
+    r = input_check_rates(rows)
+    assert r["plain"] == {"volumes": 2, "not_contrast_enhanced": 0.5, "not_brain_mri": 0.0, "partial_brain": 0.0}
+    assert r["enhanced"]["not_contrast_enhanced"] == 0.0 and r["enhanced"]["partial_brain"] == 0.5
+    assert r["unknown"]["not_brain_mri"] == 1.0
+
+
+def test_derived_inputs_keep_the_scans_geometry():
+    from brainxai.evaluate_volumes import SLAB_MM, derived_inputs
+
+    scan = _image(np.ones((50, 40, 120), np.float32), (1.0, 2.0, 3.0))  # (x, y, z) = 120 x 40 x 50 voxels
+    scan.SetDirection((0, 0, 1, 1, 0, 0, 0, 1, 0))
+    scan.SetOrigin((5.0, -3.0, 7.0))
+    d = derived_inputs(scan)
+    slab, noise = d["slab"], d["noise"]
+    # longest physical axis: z (50 x 3 mm = 150 mm); 30 mm of it = 10 slices around the middle
+    assert slab.GetSize() == (120, 40, round(SLAB_MM / 3.0)) and slab.GetSpacing() == scan.GetSpacing()
+    first = scan.TransformIndexToPhysicalPoint((0, 0, 20))
+    assert np.allclose(slab.GetOrigin(), first) and slab.GetDirection() == scan.GetDirection()
+    assert noise.GetSize() == scan.GetSize() and noise.GetOrigin() == scan.GetOrigin()
+    assert noise.GetDirection() == scan.GetDirection() and sitk.GetArrayViewFromImage(noise).std() > 0.2

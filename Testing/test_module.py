@@ -21,7 +21,7 @@ pytest.importorskip("slicer.util")  # Slicer's own util.py, shipped by slicer-co
 import slicer_standins as standins  # noqa: E402
 from brainxai import scene as scene_mod  # noqa: E402
 from brainxai.explain import METHODS  # noqa: E402
-from brainxai.panel import NO_RESULT, PARAMETERS  # noqa: E402
+from brainxai.panel import NO_RESULT, PARAMETERS, describe, input_caution  # noqa: E402
 
 MODULE = Path(__file__).resolve().parents[1] / "BrainXAI" / "BrainXAI.py"
 
@@ -121,7 +121,10 @@ def test_setup_enter_apply_poll_result_and_scene_close(env, tmp_path):
     values = [v for _, v, visible in shown if visible]
     assert values == sorted(values) and any("model" in f for f, _, _ in shown)
     result = w.controller.result
-    assert ui.diagnosisLabel.text.startswith(result.findings["diagnosis"]["label"] + " (calibrated p = ")
+    assert ui.diagnosisLabel.text == describe(result.findings) and result.findings["diagnosis"]["label"] in \
+        ui.diagnosisLabel.text
+    assert ui.inputCautionLabel.text == input_caution(result.findings)
+    assert ui.inputCautionLabel.visible == bool(result.findings["input_check"]["flags"])
     assert "<html" in ui.reportBrowser.toHtml() and ui.regionTableView.mrmlTableNode() is result.table
     assert ui.applyButton.text == "Apply" and ui.methodComboBox.enabled and ui.mniCheckBox.enabled
     assert not ui.progressBar.isVisible() and not w.timer.isActive()

@@ -12,7 +12,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
 
 from brainxai import scene as scene_mod  # noqa: E402
-from brainxai.panel import NO_RESULT, PARAMETERS, PanelController, describe  # noqa: E402
+from brainxai.panel import NO_RESULT, PARAMETERS, PanelController, describe, input_caution  # noqa: E402
 from brainxai.session import ExplainSession  # noqa: E402
 from slicer_standins import parameter_node_wrapper  # noqa: E402
 
@@ -101,7 +101,8 @@ def test_apply_progress_result_and_every_result_action(panel, tmp_path):
     assert controller.poll() is False and scene.GetNumberOfNodes() == nodes  # a late tick reads nothing twice
     v = controller.view()
     assert (v.apply_text, v.settings_enabled, v.progress_visible, v.polling) == ("Apply", True, False, False)
-    assert v.diagnosis == describe(r.findings) and v.diagnosis.startswith(r.findings["diagnosis"]["label"])
+    assert v.diagnosis == describe(r.findings) and r.findings["diagnosis"]["label"] in v.diagnosis
+    assert v.input_caution == input_caution(r.findings)
     assert "<html" in v.report_html and v.table is r.table and v.mni_enabled
     assert controller.params.method == "gradcam++" and set(r.heatmaps) == {"gradcam++"}
     assert composite.GetForegroundVolumeID() == r.heatmaps["gradcam++"].GetID()
@@ -319,3 +320,19 @@ def test_export_refuses_a_missing_folder(tmp_path):
     with pytest.raises(BrainXAIError, match="not a folder"):
         export(Result(), tmp_path / "nowhere")
     assert safe_name("Doe^John / T1: post") == "Doe_John___T1__post" and safe_name("...") == "volume"
+
+
+def test_the_diagnosis_line_says_indeterminate_and_the_caution_line_says_what_the_input_check_found():
+    base = {"diagnosis": {"label": "meningioma", "probabilities": {"glioma": 0.3, "meningioma": 0.45,
+                                                                    "pituitary": 0.05, "no_tumor": 0.2}},
+            "lesion": {"volume_ml": 3.1}}
+    assert describe(base) == "indeterminate (highest: meningioma, calibrated p = 0.45); lesion 3.1 mL"
+    sure = {**base, "diagnosis": {**base["diagnosis"], "probabilities": {"meningioma": 0.8, "glioma": 0.2}}}
+    assert describe(sure) == "meningioma (calibrated p = 0.80); lesion 3.1 mL"
+    assert input_caution(base) == ""  # findings before 1.1 carry no input check
+    check = {"checked": True, "brain_mri": True, "brain_coverage": 0.62, "contrast_enhanced": False,
+             "enhancement_index": 1.01, "flags": ["partial_brain", "not_contrast_enhanced"]}
+    line = input_caution({**base, "input_check": check})
+    assert line.startswith("Check the input: the field of view holds only 62% of the brain; it does not look "
+                           "contrast-enhanced") and line.endswith("The diagnosis is unreliable.")
+    assert input_caution({**base, "input_check": {**check, "flags": []}}) == ""

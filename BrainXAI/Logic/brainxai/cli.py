@@ -185,6 +185,17 @@ def _train(args) -> int:
     return 0
 
 
+def _fit_contrast_check(args) -> int:
+    from .train import fit_contrast_check
+
+    check = fit_contrast_check(args.data, args.weights, args.cache,
+                               progress=lambda name, n: print(f"{name}: {n} slices", flush=True))
+    f = check["fitted_on"]
+    print(f"contrast check fitted on {f['enhanced']} enhanced and {f['plain']} plain slices (training slice accuracy "
+          f"{f['training_slice_accuracy']:.3f}); written beside {args.weights}")
+    return 0
+
+
 def _evaluate(args) -> int:
     from .evaluate import EvalOptions, evaluate, write_metrics
     from .model import load_model
@@ -236,7 +247,7 @@ def _evaluate_volumes(args, out: Path) -> int:
             bar.update(done - bar.n)
 
         metrics = evaluate_volumes(load_model(args.model), args.volumes, args.data_root, method, args.threshold,
-                                   progress)
+                                   progress, derived=args.derived_inputs)
     paths = write_volume_metrics(metrics, out, args.overwrite)
     print(Path(paths[1]).read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in paths))
@@ -249,7 +260,7 @@ def _stack_lgg(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise BrainXAIError(f"{out} is not empty: choose another --out or pass --overwrite")
-    manifest = stack_lgg(args.data, out, held_out_only=not args.all_patients)
+    manifest = stack_lgg(args.data, out, held_out_only=not args.all_patients, series=args.series)
     print(f"wrote {manifest}; evaluate with: brainxai evaluate --volumes {manifest} --out METRICS.json")
     return 0
 
@@ -357,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-root", type=Path, help="folder the manifest's relative paths start from "
                                                    "(default: the manifest's folder)")
     v.add_argument("--volume-method", default="gradcam++", help="the CAM method scored with --volumes")
+    v.add_argument("--derived-inputs", action="store_true",
+                   help="with --volumes: also check a 30 mm slab and a noise volume made from each scan (the input "
+                        "check's hit rates for a partial field of view and for no brain MRI)")
     v.set_defaults(func=_evaluate)
 
     g = sub.add_parser("stack-lgg", help="the held-out LGG patients' stacks as NIfTI volumes + a manifest for "
@@ -364,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", type=Path, default=Path("../shared/data/lgg"), help="the lgg folder of the shared data")
     g.add_argument("--out", type=Path, required=True, help="folder for the volumes and manifest.csv")
     g.add_argument("--all-patients", action="store_true", help="every patient, not only the held-out ones")
+    g.add_argument("--series", choices=("post", "pre"), default="post",
+                   help="the post-contrast images (default) or the same slices before contrast")
     g.add_argument("--overwrite", action="store_true")
     g.set_defaults(func=_stack_lgg)
 
@@ -413,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune: start from these brainxai weights (same architecture; trained on a subset of "
                         "this run's training data with the same split, e.g. the packaged default)")
     t.set_defaults(func=_train)
+
+    k = sub.add_parser("fit-contrast-check", help="fit the input check's contrast read-out on model weights (LGG "
+                                                  "pre/post training patients, healthy training heads, figshare)")
+    k.add_argument("--data", type=Path, default=Path("../shared/data"))
+    k.add_argument("--weights", type=Path, required=True, help="the weights it is fitted on; written beside them")
+    k.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
+    k.set_defaults(func=_fit_contrast_check)
     return p
 
 

@@ -273,19 +273,33 @@ def load_split(data_root: Path, size: int, cache: Path | None = None, calibratio
     return train, val, tr, tensorise(val, size, cache), cal, tensorise(cal, size, cache)
 
 
+def lgg_pre_contrast_samples(root: Path) -> list[Sample]:
+    """The LGG slices of figshare_samples, each with its pre-contrast image in place of the post-contrast one
+    (slices whose pre-contrast series is FLAIR left out). Keys end in ":pre"."""
+    with open(Path(root) / "labels.csv", newline="", encoding="utf-8") as f:
+        rows = {r["index"]: r for r in csv.DictReader(f)}
+    return [Sample(f"{s.key}:pre", s.index, s.label, Path(root) / rows[str(s.index)]["pre_contrast"], s.mask, s.patient)
+            for s in figshare_samples(root)
+            if rows[str(s.index)].get("pre_contrast") and rows[str(s.index)].get("pre_is_flair", "0") != "1"]
+
+
 LGG_HEAD_EXTENT_MM = 165.0  # the stacks run from below the skull base to the vertex: slice spacing ~ this / slices
 
 
-def stack_lgg(root: Path, out: Path, held_out_only: bool = True) -> Path:
+def stack_lgg(root: Path, out: Path, held_out_only: bool = True, series: str = "post") -> Path:
     """The LGG patients' post-contrast stacks as NIfTI volumes with their masks, and a manifest for
     `brainxai evaluate --volumes` (written to `out`, never into the repository: it is the shared data).
 
     The source keeps no geometry: in-plane spacing is taken as 1 mm (a 256 mm field of view) and the slice
     spacing as LGG_HEAD_EXTENT_MM / slices, an estimate (stacks of 20-88 slices cover the whole head). Patients
-    whose post-contrast series is FLAIR are left out, as in figshare_samples."""
+    whose post-contrast series is FLAIR are left out, as in figshare_samples. series="pre" stacks the same
+    slices' pre-contrast images instead (patients whose pre-contrast series is FLAIR left out): the input guard's
+    non-enhanced test data, with the post-contrast stacks as its enhanced counterpart."""
     import SimpleITK as sitk
 
-    samples = figshare_samples(Path(root))
+    if series not in ("post", "pre"):
+        raise BrainXAIError(f"unknown LGG series '{series}': use post or pre")
+    samples = figshare_samples(Path(root)) if series == "post" else lgg_pre_contrast_samples(Path(root))
     chosen = patient_split(samples)[1] if held_out_only else samples
     by_patient: dict[str, list[Sample]] = {}
     for s in chosen:
@@ -306,8 +320,8 @@ def stack_lgg(root: Path, out: Path, held_out_only: bool = True) -> Path:
             img.SetSpacing(spacing)
             sitk.WriteImage(img, str(out / name), True)
         rows.append((patient, f"{patient}.nii.gz", "glioma" if mask.any() else "no_tumor",
-                     f"{patient}_mask.nii.gz" if mask.any() else ""))
+                     f"{patient}_mask.nii.gz" if mask.any() else "", "enhanced" if series == "post" else "plain"))
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([("id", "path", "label", "mask"), *rows])
+        csv.writer(f).writerows([("id", "path", "label", "mask", "contrast"), *rows])
     return manifest

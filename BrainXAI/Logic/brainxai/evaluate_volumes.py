@@ -3,7 +3,8 @@
 The slice metrics (evaluate.py) measure the model on curated 2D slices; this runs what a user runs, `pipeline.analyse`
 on each volume, and scores what a user sees: the volume's diagnosis, the segmented lesion against a reference mask,
 where the heatmap peaks, the "lesion" and regions reported for a tumour-free head. Manifest: CSV with columns
-path, label (one of CLASSES) and optionally mask (a tumour mask on, or resampled onto, the scan's grid).
+path, label (one of CLASSES) and optionally mask (a tumour mask on, or resampled onto, the scan's grid) and contrast
+(enhanced / plain: whether the scan is contrast-enhanced, for the input check's hit and false-alarm rates).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .report import LOW_CONFIDENCE
 
 PEAK_TOLERANCE_VOXELS = 3.0  # a heatmap peak this close to the reference tumour counts as inside it
 DEFAULT_METHOD = "gradcam++"
+CONTRAST = ("enhanced", "plain")
 
 
 def read_manifest(path: str | Path, data_root: str | Path | None = None) -> list[dict]:
@@ -46,8 +48,12 @@ def read_manifest(path: str | Path, data_root: str | Path | None = None) -> list
             for p in (scan, mask):
                 if p is not None and not p.is_file():
                     raise BrainXAIError(f"{path}:{line}: {p} does not exist (relative paths are read from {root})")
+            contrast = (r.get("contrast") or "").strip() or None
+            if contrast not in (None, *CONTRAST):
+                raise BrainXAIError(f"{path}:{line}: contrast '{contrast}' is not one of {', '.join(CONTRAST)} "
+                                    "(or empty)")
             rows.append({"id": (r.get("id") or "").strip() or scan.name.split(".")[0], "path": scan, "label": label,
-                         "mask": mask})
+                         "mask": mask, "contrast": contrast})
     if not rows:
         raise BrainXAIError(f"{path} lists no volumes")
     return rows
@@ -94,6 +100,8 @@ def score_case(findings: dict, images: dict, label: str, truth: np.ndarray | Non
         "regions": [r["name"] for r in findings["regions"]],
         "registration_converged": bool((findings.get("registration") or {}).get("converged", False)),
         "warnings": len(findings["warnings"]),
+        "input_flags": list((findings.get("input_check") or {}).get("flags", [])),
+        "contrast_probability": (findings.get("input_check") or {}).get("contrast_probability"),
     }
     if truth is not None and truth.any():
         seg = _array(images["tumor_segmentation"]) > 0
@@ -111,7 +119,7 @@ def score_case(findings: dict, images: dict, label: str, truth: np.ndarray | Non
 
 
 def evaluate_case(model, case: dict, method: str = DEFAULT_METHOD, threshold_percentile: float = 90.0,
-                  progress: Callable[[str, float], None] | None = None) -> dict:
+                  progress: Callable[[str, float], None] | None = None, derived: bool = False) -> dict:
     from . import pipeline
     from .load import read_input
 
@@ -120,7 +128,11 @@ def evaluate_case(model, case: dict, method: str = DEFAULT_METHOD, threshold_per
     r = pipeline.analyse(image, info, pipeline.Options(methods=(method,), threshold_percentile=threshold_percentile),
                          model=model, progress=progress)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-    return {"id": case["id"], **score_case(r.findings, r.images, case["label"], truth, method, voxel_ml)}
+    row = {"id": case["id"], **score_case(r.findings, r.images, case["label"], truth, method, voxel_ml),
+           "contrast": case.get("contrast")}
+    if derived:
+        row["derived_inputs"] = derived_input_flags(image)
+    return row
 
 
 def _rate(rows: list[dict], key: str) -> float | None:
@@ -153,16 +165,68 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+SLAB_MM = 30.0  # a derived input that misses most of the brain: this much of the scan around its middle
+
+
+def derived_inputs(image: sitk.Image, seed: int = 0) -> dict[str, sitk.Image]:
+    """Inputs the check must catch, made from a real scan: a slab of SLAB_MM across its longest physical axis
+    (partial brain) and uniform noise on its grid (not a brain MRI)."""
+    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
+    axis = int(np.argmax(size * spacing))
+    keep = max(8, int(round(SLAB_MM / spacing[axis])))
+    start = int(max(0, (size[axis] - keep) // 2))
+    index, extent = [0, 0, 0], [int(v) for v in size]
+    index[axis], extent[axis] = start, min(keep, int(size[axis]))
+    slab = sitk.RegionOfInterest(image, extent, index)
+    noise = sitk.GetImageFromArray(np.random.default_rng(seed).random(size[::-1]).astype(np.float32))
+    noise.CopyInformation(image)
+    return {"slab": slab, "noise": noise}
+
+
+def derived_input_flags(image: sitk.Image) -> dict[str, list[str] | str]:
+    """The input check's flags on each derived input (registration and check only; a refusal is a catch too)."""
+    from . import guard, register
+
+    out = {}
+    for name, variant in derived_inputs(image).items():
+        try:
+            out[name] = guard.check(register.register_to_mni(variant), None)["flags"]
+        except BrainXAIError as exc:
+            out[name] = f"refused: {exc}"
+    return out
+
+
+def input_check_rates(rows: list[dict]) -> dict:
+    """How often each input-check flag is raised, by the manifest's contrast column: on plain scans the
+    not_contrast_enhanced flag is a hit, on enhanced ones a false alarm; the other flags are false alarms on any
+    real brain scan."""
+    out = {}
+    derived = [r["derived_inputs"] for r in rows if "derived_inputs" in r]
+    if derived:
+        out["derived"] = {"volumes": len(derived),
+                          "slab_flagged_partial_or_refused": float(np.mean(
+                              [isinstance(d["slab"], str) or "partial_brain" in d["slab"] for d in derived])),
+                          "noise_flagged_not_brain_or_refused": float(np.mean(
+                              [isinstance(d["noise"], str) or "not_brain_mri" in d["noise"] for d in derived]))}
+    for contrast in (*CONTRAST, None):
+        group = [r for r in rows if r.get("contrast") == contrast]
+        if group:
+            out[contrast or "unknown"] = {"volumes": len(group), **{
+                flag: float(np.mean([flag in r.get("input_flags", []) for r in group]))
+                for flag in ("not_contrast_enhanced", "not_brain_mri", "partial_brain")}}
+    return out
+
+
 def evaluate_volumes(model, manifest: str | Path, data_root: str | Path | None = None, method: str = DEFAULT_METHOD,
-                     threshold_percentile: float = 90.0, progress: Callable[[str, int, int], None] | None = None
-                     ) -> dict:
+                     threshold_percentile: float = 90.0, progress: Callable[[str, int, int], None] | None = None,
+                     derived: bool = False) -> dict:
     cases = read_manifest(manifest, data_root)
     rows = []
     for i, case in enumerate(cases):
         if progress:
             progress("volumes", i, len(cases))
         try:
-            rows.append(evaluate_case(model, case, method, threshold_percentile))
+            rows.append(evaluate_case(model, case, method, threshold_percentile, derived=derived))
         except BrainXAIError as exc:  # a volume the product refuses is a result too, not a crash of the run
             rows.append({"id": case["id"], "label": case["label"], "diagnosis": None, "correct": False,
                          "error": str(exc)})
@@ -170,6 +234,7 @@ def evaluate_volumes(model, manifest: str | Path, data_root: str | Path | None =
         progress("volumes", len(cases), len(cases))
     scored = [r for r in rows if "error" not in r]
     return {
+        "input_check": input_check_rates(scored),
         "settings": {"manifest": Path(manifest).name, "method": method, "threshold_percentile": threshold_percentile,
                      "peak_tolerance_voxels": PEAK_TOLERANCE_VOXELS, "model": model.info()},
         "summary": summarise(scored) if scored else {},
@@ -212,15 +277,31 @@ def render_markdown(m: dict) -> str:
     if free:
         lines += ["", "Regions reported on tumour-free volumes (volumes naming each): "
                   + ", ".join(f"{k} ({v})" for k, v in list(free.items())[:12]) + "."]
+    if m.get("input_check"):
+        lines += ["", "Input check, share of volumes flagged (on plain scans `not_contrast_enhanced` is a hit, on "
+                  "enhanced ones a false alarm; every flag is a false alarm on a real brain scan otherwise):", "",
+                  "| scans | volumes | not contrast-enhanced | not a brain MRI | partial brain |",
+                  "|---|---:|---:|---:|---:|"]
+        for contrast, g in m["input_check"].items():
+            if contrast == "derived":
+                continue
+            lines.append(f"| {contrast} | {g['volumes']} | {_fmt(g['not_contrast_enhanced'])} | "
+                         f"{_fmt(g['not_brain_mri'])} | {_fmt(g['partial_brain'])} |")
+    d = (m.get("input_check") or {}).get("derived")
+    if d:
+        lines += ["", f"Derived from each of the {d['volumes']} scans: a {SLAB_MM:g} mm slab across its longest axis "
+                  f"flagged partial brain (or refused) {_fmt(d['slab_flagged_partial_or_refused'])}; noise on its grid "
+                  f"flagged not a brain MRI (or refused) {_fmt(d['noise_flagged_not_brain_or_refused'])}."]
     lines += ["", "| volume | reference | diagnosis | p(reference) | lesion mL | Dice | peak in tumour | "
-              "centroid in tumour | regions |", "|---|---|---|---:|---:|---:|---|---|---:|"]
+              "centroid in tumour | regions | input check |", "|---|---|---|---:|---:|---:|---|---|---:|---|"]
     for r in m["volumes"]:
         if "error" in r:
-            lines.append(f"| {r['id']} | {r['label']} | refused: {r['error']} | | | | | | |")
+            lines.append(f"| {r['id']} | {r['label']} | refused: {r['error']} | | | | | | | |")
             continue
         lines.append(f"| {r['id']} | {r['label']} | {r['diagnosis']} | {_fmt(r['probabilities'][r['label']])} | "
                      f"{_fmt(r['lesion_ml'], 1)} | {_fmt(r.get('lesion_dice'))} | {_fmt(r.get('cam_peak_in_tumour'))} | "
-                     f"{_fmt(r.get('cam_centroid_in_tumour'))} | {len(r['regions'])} |")
+                     f"{_fmt(r.get('cam_centroid_in_tumour'))} | {len(r['regions'])} | "
+                     f"{', '.join(r.get('input_flags', [])) or 'passed'} |")
     return "\n".join(lines) + "\n"
 
 

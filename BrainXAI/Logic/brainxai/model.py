@@ -198,6 +198,7 @@ class LoadedModel:
     version: str
     sha256: str
     card: dict = field(default_factory=dict)
+    path: Path | None = None  # the weights file (what is fitted on it lies beside it: guard.CONTRAST_CHECK)
     _fast: nn.Module | None = field(default=None, repr=False)
 
     def classifier(self, net: nn.Module | None = None) -> ClassifierView:
@@ -252,6 +253,7 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
         version=meta.get("version", "unknown"),
         sha256=_sha256(path),
         card=card,
+        path=path,
     )
 
 

@@ -58,6 +58,7 @@ class View:
     mni_enabled: bool
     mni_checked: bool
     diagnosis: str
+    input_caution: str  # what the input check found (empty: nothing, or no result); shown above the report
     report_html: str
     table: object | None  # vtkMRMLTableNode of the result's regions
 
@@ -67,9 +68,27 @@ def describe(findings: dict) -> str:
     d = findings.get("diagnosis")
     if not d:
         return "No diagnosis: " + "; ".join(findings.get("warnings", [])[:1] or ["the input was not recognised"])
+    from .report import LOW_CONFIDENCE  # a result exists: the packages are installed
+
     lesion = findings.get("lesion", {}).get("volume_ml")
-    return (f"{d['label']} (calibrated p = {d['probabilities'][d['label']]:.2f})"
-            + (f"; lesion {lesion} mL" if lesion is not None else ""))
+    p = d["probabilities"][d["label"]]
+    call = (f"{d['label']} (calibrated p = {p:.2f})" if p >= LOW_CONFIDENCE else
+            f"indeterminate (highest: {d['label']}, calibrated p = {p:.2f})")
+    return call + (f"; lesion {lesion} mL" if lesion is not None else "")
+
+
+CAUTIONS = {  # brainxai.guard's flags, as the panel says them
+    "not_brain_mri": "it may not be a brain MRI",
+    "partial_brain": "the field of view holds only {brain_coverage:.0%} of the brain",
+    "not_contrast_enhanced": "it does not look contrast-enhanced (the model expects a contrast-enhanced T1)",
+}
+
+
+def input_caution(findings: dict) -> str:
+    """One line on what the input check found, or "" when it found nothing (or did not run)."""
+    check = findings.get("input_check") or {}
+    said = [CAUTIONS[f].format(**check) for f in check.get("flags", []) if f in CAUTIONS]
+    return ("Check the input: " + "; ".join(said) + ". The diagnosis is unreliable.") if said else ""
 
 
 class PanelController:
@@ -138,6 +157,7 @@ class PanelController:
             mni_enabled=result is not None and result.to_mni is not None and not busy,
             mni_checked=result is not None and result.space == "mni",
             diagnosis=describe(result.findings) if result is not None else NO_RESULT,
+            input_caution=input_caution(result.findings) if result is not None else "",
             report_html=report,
             table=result.table if result is not None else None,
         )

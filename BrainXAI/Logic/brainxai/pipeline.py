@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import CLASSES, __version__
-from . import atlas, findings as findings_mod, preprocess, register, report, threshold
+from . import atlas, findings as findings_mod, guard, preprocess, register, report, threshold
 from .errors import BrainXAIError
 from .explain import check_names
 from .load import InputInfo, read_input
@@ -221,6 +221,12 @@ def analyse(
     # The forward pass also keeps what the classification head pools: every CAM method starts from it.
     probs[active], seg_model[active], features = predict_slices(model, slices[active], options.batch_size, step,
                                                                 cancel, options.precision, keep_features=True)
+    if reg is not None:  # also where registration did not converge: the check may say why
+        contrast = guard.contrast_probability(features, model.path, model.sha256) if model.path else None
+        input_check = guard.check(reg, contrast)
+        notes += guard.warnings(input_check, -reg.metric_value)
+    else:
+        input_check = guard.unchecked()
     seg_prob = preprocess.from_model(seg_model, frame)
     seg_mask = threshold.significant_components((seg_prob > LESION_PROBABILITY) & brain, oriented.GetSpacing())
     voxel_ml = sx * sy * sz / 1000.0
@@ -326,6 +332,7 @@ def analyse(
         "atlas": {"name": atlas.ATLAS_NAME, "probability_threshold_percent": atlas.DEFAULT_PROB_THRESHOLD},
         "explanations": explanations,
         "registration": reg.as_dict() if reg is not None else None,
+        "input_check": input_check,
         "warnings": notes,
         "software": {"name": "BrainXAI", "version": __version__},
     }

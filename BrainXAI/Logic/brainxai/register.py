@@ -83,6 +83,7 @@ class Registration:
     iterations: int
     stop_condition: str
     template: str
+    brain_coverage: float | None = None  # share of the template brain inside the input's field of view
 
     def as_dict(self) -> dict:
         return {
@@ -265,6 +266,20 @@ def _affine_from(rigid: sitk.Euler3DTransform) -> sitk.AffineTransform:
     return aff
 
 
+def brain_coverage(transform: sitk.AffineTransform, moving: sitk.Image) -> float:
+    """The share of the template brain (sampled every 4 mm) that `transform` places inside `moving`'s voxels."""
+    t = load_mni_template()
+    idx = np.argwhere(sitk.GetArrayViewFromImage(t)[::4, ::4, ::4] > 0)[:, ::-1] * 4  # (i, j, k)
+    pts = np.asarray(t.GetOrigin())[:, None] + (np.asarray(t.GetDirection()).reshape(3, 3) * t.GetSpacing()) @ idx.T
+    m = np.array(transform.GetMatrix()).reshape(3, 3)
+    c, tr = np.asarray(transform.GetCenter()), np.asarray(transform.GetTranslation())
+    mpts = m @ (pts - c[:, None]) + (c + tr)[:, None]
+    mdir = np.asarray(moving.GetDirection()).reshape(3, 3) * moving.GetSpacing()
+    cidx = np.linalg.solve(mdir, mpts - np.asarray(moving.GetOrigin())[:, None])
+    size = np.asarray(moving.GetSize())[:, None]
+    return float(np.mean(np.all((cidx > -0.5) & (cidx < size - 0.5), axis=0)))
+
+
 def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image, metric_value: float) -> str:
     """Empty string when the transform looks like a real head alignment, else why not."""
     if not (np.all(np.isfinite(transform.GetParameters())) and np.isfinite(metric_value)):
@@ -275,16 +290,7 @@ def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image, metric_va
     s = np.linalg.svd(m, compute_uv=False)
     if np.linalg.det(m) <= 0 or s.min() < SCALE_RANGE[0] or s.max() > SCALE_RANGE[1]:
         return f"implausible scale factors {np.round(s, 2).tolist()} (outside {SCALE_RANGE[0]}-{SCALE_RANGE[1]})"
-    # Where does the template brain land? It must fall inside the input's field of view.
-    t = load_mni_template()
-    idx = np.argwhere(sitk.GetArrayViewFromImage(t)[::4, ::4, ::4] > 0)[:, ::-1] * 4  # (i, j, k)
-    pts = np.asarray(t.GetOrigin())[:, None] + (np.asarray(t.GetDirection()).reshape(3, 3) * t.GetSpacing()) @ idx.T
-    c, tr = np.asarray(transform.GetCenter()), np.asarray(transform.GetTranslation())
-    mpts = m @ (pts - c[:, None]) + (c + tr)[:, None]
-    mdir = np.asarray(moving.GetDirection()).reshape(3, 3) * moving.GetSpacing()
-    cidx = np.linalg.solve(mdir, mpts - np.asarray(moving.GetOrigin())[:, None])
-    size = np.asarray(moving.GetSize())[:, None]
-    coverage = float(np.mean(np.all((cidx > -0.5) & (cidx < size - 0.5), axis=0)))
+    coverage = brain_coverage(transform, moving)
     if coverage < MIN_COVERAGE:
         return f"only {coverage:.0%} of the template brain falls inside the input volume"
     return ""
@@ -364,6 +370,7 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
         iterations=iterations,
         stop_condition=stop + (f"; {problem}" if problem else ""),
         template=TEMPLATE_NAME,
+        brain_coverage=round(brain_coverage(affine, moving), 4),
     )
 
 

@@ -443,3 +443,58 @@ maps: deletion {b['deletion_auc']:.3f}, insertion {b['insertion_auc']:.3f}).
 
 - Tumour slices called no_tumor when only the intensity style changes: {style} ({e['shortcut_check']['n']} slices).{healthy}
 """
+
+
+def fit_contrast_check(data_root: Path, weights: Path, cache: Path | None = None, figshare_slices: int = 800,
+                       seed: int = 0, progress=None) -> dict:
+    """Fit the input guard's contrast check on `weights` (guard.contrast_probability) and write it beside them.
+
+    Enhanced: the post-contrast LGG slices of the training patients, and figshare training slices; plain: the same
+    LGG slices before contrast, and the training heads of volumes/healthy. Held-out patients and heads are never
+    used: their rates are measured by `brainxai evaluate --volumes` on manifests with a contrast column."""
+    from sklearn.linear_model import LogisticRegression
+
+    from . import guard
+    from .data import (block_split, figshare_samples, healthy_split, lgg_pre_contrast_samples, patient_split,
+                       tensorise, volume_slices)
+    from .model import _sha256, head_features, load_model
+
+    data_root = Path(data_root)
+    model = load_model(weights)
+    size = model.cfg.input_size
+    lgg = data_root / "lgg"
+    figshare = block_split(figshare_samples(data_root / "figshare"))[0]
+    rng = np.random.default_rng(seed)
+    figshare = [figshare[i] for i in np.sort(rng.permutation(len(figshare))[:figshare_slices])]
+    heads = healthy_split(sorted((data_root / "volumes" / "healthy").glob("*.nii*")))[0]
+    sources = [("lgg post-contrast", 1, lambda: tensorise(patient_split(figshare_samples(lgg))[0], size, cache)),
+               ("lgg pre-contrast", 0, lambda: tensorise(patient_split(lgg_pre_contrast_samples(lgg))[0], size, cache)),
+               ("figshare", 1, lambda: tensorise(figshare, size, cache))]
+    sources += [(f"healthy {p.name}", 0, lambda p=p: volume_slices(p, size, cache)) for p in heads]
+    xs, ys, counts = [], [], {}
+    for name, label, load in sources:
+        images = load()["images"]
+        for s in range(0, len(images), 64):  # reduced at once: the full feature maps would take gigabytes
+            xs.append(guard.descriptors(head_features(model, images[s : s + 64].astype(np.float32))))
+        ys.append(np.full(len(images), label))
+        counts[name] = len(images)
+        if progress:
+            progress(name, len(images))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    fit = LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000).fit((x - mean) / scale, y)
+    check = {
+        "weights": Path(weights).name,
+        "weights_sha256": _sha256(Path(weights)),
+        "mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
+        "coef": fit.coef_[0].round(6).tolist(), "intercept": round(float(fit.intercept_[0]), 6),
+        "fitted_on": {"slices": counts, "enhanced": int(y.sum()), "plain": int(len(y) - y.sum()),
+                      "training_slice_accuracy": round(float(fit.score((x - mean) / scale, y)), 4),
+                      "method": "logistic regression (C 0.1, balanced classes) on the standardised average of the "
+                                "class head's input features; held-out patients and heads never used"},
+    }
+    path = guard.contrast_check_path(weights)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(check, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return check

@@ -1,0 +1,100 @@
+"""Input check: does the scan look like what the model was trained for — a contrast-enhanced T1 MRI of a brain,
+with the whole brain in the field of view? Each failed check is a flag in findings["input_check"] and a sentence
+in the findings' warnings, so the report, the LLM and the Slicer panel all say it.
+
+- not a brain MRI: the registration to the MNI152 brain finds almost no shared information;
+- partial brain: the registered template brain mostly falls outside the field of view;
+- not contrast-enhanced: a logistic read-out of the features the model already computes (the ones its class head
+  pools), fitted on the same slices of the same patients before and after gadolinium (TCGA-LGG training
+  patients) with plain heads and contrast-enhanced slices of other sources (`fit_contrast_check`). It is tied to
+  the weights it was fitted on: with other weights the contrast is not checked, and the findings say so.
+Hit and false-alarm rates on held-out patients and scans: docs/metrics/input_guard.md."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .register import MIN_COVERAGE, Registration
+
+# Real brain MRIs reach a mutual information with the MNI template of 0.04 (healthy heads, thick-slice PGBM)
+# to 0.45 here; noise and other anatomy stay near 0.005.
+MIN_BRAIN_MI = 0.02
+CONTRAST_CHECK = "contrast_check.json"  # beside the weights it was fitted on
+MIN_CONTRAST_PROBABILITY = 0.5
+
+FLAGS = ("not_brain_mri", "partial_brain", "not_contrast_enhanced")
+
+
+def descriptors(features: np.ndarray) -> np.ndarray:
+    """(N, F, h, w) class-head input features -> (N, F): their average over the slice, as the head pools them."""
+    return np.asarray(features, np.float32).mean((2, 3))
+
+
+@lru_cache(maxsize=4)
+def _read_check(path: str) -> dict | None:
+    p = Path(path)
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def contrast_check_path(weights: Path) -> Path:
+    return Path(weights).with_name(CONTRAST_CHECK)
+
+
+def contrast_probability(features: np.ndarray, weights: Path, weights_sha256: str) -> float | None:
+    """P(contrast-enhanced) of a scan: the mean over its brain slices of the fitted read-out; None when no check
+    was fitted on these weights."""
+    check = _read_check(str(contrast_check_path(weights)))
+    if check is None or check["weights_sha256"] != weights_sha256 or len(features) == 0:
+        return None
+    x = (descriptors(features) - np.asarray(check["mean"])) / np.asarray(check["scale"])
+    z = x @ np.asarray(check["coef"]) + check["intercept"]
+    return float(np.mean(1.0 / (1.0 + np.exp(-z))))
+
+
+def unchecked() -> dict:
+    """A single 2-D slice is not registered: nothing to check it against."""
+    return {"checked": False, "brain_mri": None, "brain_coverage": None, "contrast_enhanced": None,
+            "contrast_probability": None, "flags": []}
+
+
+def check(reg: Registration, contrast_p: float | None) -> dict:
+    """The input check of a registered volume, from its registration and contrast_probability."""
+    mi = -float(reg.metric_value)
+    brain_mri = bool(np.isfinite(mi) and mi >= MIN_BRAIN_MI)
+    coverage = reg.brain_coverage
+    enhanced = None if contrast_p is None or not brain_mri else bool(contrast_p >= MIN_CONTRAST_PROBABILITY)
+    flags = []
+    if not brain_mri:
+        flags.append("not_brain_mri")
+    elif coverage is not None and coverage < MIN_COVERAGE:
+        flags.append("partial_brain")
+    if enhanced is False:
+        flags.append("not_contrast_enhanced")
+    return {"checked": True, "brain_mri": brain_mri,
+            "brain_coverage": None if coverage is None else round(float(coverage), 4),
+            "contrast_enhanced": enhanced,
+            "contrast_probability": None if contrast_p is None else round(float(contrast_p), 4), "flags": flags}
+
+
+def warnings(result: dict, mutual_information: float | None = None) -> list[str]:
+    """The sentences the findings carry for what the check found."""
+    out = []
+    if "not_brain_mri" in result["flags"]:
+        mi = "" if mutual_information is None else f" (mutual information {mutual_information:.3f})"
+        out.append(f"Input check: the input does not match the MNI152 brain template{mi}; it may not be a brain "
+                   "MRI, and the diagnosis, heatmaps and regions below are not meaningful.")
+    if "partial_brain" in result["flags"]:
+        out.append(f"Input check: the field of view holds only {result['brain_coverage']:.0%} of the brain; parts "
+                   "outside it were not analysed, and a tumour there would be missed.")
+    if "not_contrast_enhanced" in result["flags"]:
+        out.append(f"Input check: the scan does not look contrast-enhanced (probability "
+                   f"{result['contrast_probability']:.2f}); the model was trained on contrast-enhanced T1, and on "
+                   "other sequences its diagnosis is unreliable.")
+    if result["checked"] and result["brain_mri"] and result["contrast_probability"] is None:
+        out.append("Input check: whether the scan is contrast-enhanced was not checked (no check fitted on these "
+                   "model weights).")
+    return out
