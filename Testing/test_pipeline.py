@@ -128,7 +128,15 @@ def test_healthy_ixi_volume_runs_end_to_end(ixi_result):
     result, out = ixi_result
     validate(result.findings)
     assert result.findings["registration"]["converged"]
+    # IXI is a plain (non-contrast) T1: the input check says so, in the findings and in the report
+    assert result.findings["input_check"]["flags"] == ["not_contrast_enhanced"]
+    assert "does not look contrast-enhanced" in (out / "report.md").read_text(encoding="utf-8")
     assert (out / "report.html").is_file() and (out / "mni" / "tumor_segmentation.nii.gz").is_file()
+
+
+def test_a_contrast_enhanced_brain_passes_the_input_check(brats_fast):
+    check = brats_fast.findings["input_check"]
+    assert check["flags"] == [] and check["contrast_enhanced"] and check["brain_coverage"] > 0.95
 
 
 def test_builtin_reports_of_real_scans_pass_the_grounding_check(brats_cli, ixi_result):
@@ -149,7 +157,6 @@ IXI_SHORTFALL = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=IXI_SHORTFALL)
 def test_healthy_ixi_is_called_no_tumor(ixi_result):
     result, _ = ixi_result
     assert result.findings["diagnosis"]["label"] == "no_tumor"

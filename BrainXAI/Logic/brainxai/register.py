@@ -280,7 +280,7 @@ def brain_coverage(transform: sitk.AffineTransform, moving: sitk.Image) -> float
     return float(np.mean(np.all((cidx > -0.5) & (cidx < size - 0.5), axis=0)))
 
 
-def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image, metric_value: float) -> str:
+def _plausibility(transform: sitk.AffineTransform, coverage: float, metric_value: float) -> str:
     """Empty string when the transform looks like a real head alignment, else why not."""
     if not (np.all(np.isfinite(transform.GetParameters())) and np.isfinite(metric_value)):
         return "non-finite transform"
@@ -290,7 +290,6 @@ def _plausibility(transform: sitk.AffineTransform, moving: sitk.Image, metric_va
     s = np.linalg.svd(m, compute_uv=False)
     if np.linalg.det(m) <= 0 or s.min() < SCALE_RANGE[0] or s.max() > SCALE_RANGE[1]:
         return f"implausible scale factors {np.round(s, 2).tolist()} (outside {SCALE_RANGE[0]}-{SCALE_RANGE[1]})"
-    coverage = brain_coverage(transform, moving)
     if coverage < MIN_COVERAGE:
         return f"only {coverage:.0%} of the template brain falls inside the input volume"
     return ""
@@ -359,7 +358,8 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     affine = _affine_from(rigid)
     value, stop, final_converged, n = _stage(_AFFINE_LEVELS, pyramid, affine, tracker, prebuilt_pyramid)
     iterations += n
-    problem = _plausibility(affine, moving, value)
+    coverage = brain_coverage(affine, moving)
+    problem = _plausibility(affine, coverage, value)
     if problem and "non-finite" in problem:
         raise BrainXAIError("registration to MNI diverged (non-finite transform)")
     return Registration(
@@ -370,7 +370,7 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
         iterations=iterations,
         stop_condition=stop + (f"; {problem}" if problem else ""),
         template=TEMPLATE_NAME,
-        brain_coverage=round(brain_coverage(affine, moving), 4),
+        brain_coverage=round(coverage, 4),
     )
 
 

@@ -375,7 +375,7 @@ def render_model_card(card: dict) -> str:
     extra = f" (+ {d['template_slices']} slices cut from volumes)" if d.get("template_slices") else ""
     return f"""# Model card: {card['name']} {card['version']}
 
-Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} epochs, {t['minutes']} min on a 2-core CPU).
+Trained {card['date']} with `brainxai train` (seed {t['seed']}, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}, {t['minutes']} min on a 2-core CPU).
 
 - **Architecture**: {card['architecture']}.
 - **Input**: {card['input']}.
@@ -412,7 +412,8 @@ Confusion matrix (rows: truth, columns: prediction, order {', '.join(card['class
   (style changes on tumour slices, and a healthy IXI volume).
 - Trained on 2D slices in mixed planes; volumes are read slice-wise in the axial plane.
 - Training slices show the skull; skull-stripped scans are imitated by random brain masking (augmentation),
-  not seen for real. 3D behaviour on real volumes is measured separately (README, `Testing/test_pipeline.py`).
+  not seen for real. 3D behaviour on real volumes is measured separately (README, docs/metrics/volumes.md,
+  lgg_volumes.md, input_guard.md, `Testing/test_pipeline.py`).
 - When the class maps are supervised by the tumour masks (see Training), the agreement of CAMs with the tumour is
   partly by design: it shows that the class score is drawn from the lesion, not that an unsupervised classifier
   discovered the lesion by itself.
