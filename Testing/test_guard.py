@@ -32,8 +32,8 @@ def test_flags_and_the_sentences_they_put_in_the_findings():
     assert "may not be a brain MRI" in guard.warnings(noise, 0.005)[0] and "0.005" in guard.warnings(noise, 0.005)[0]
     unfitted = guard.check(_reg(), None)  # other weights than the check was fitted on: said, not guessed
     assert unfitted["flags"] == [] and unfitted["contrast_enhanced"] is None
-    assert guard.warnings(unfitted) == ["Input check: whether the scan is contrast-enhanced was not checked (no check "
-                                        "fitted on these model weights)."]
+    assert guard.warnings(unfitted) == ["Input check: the scan's contrast was not checked (no check fitted on these "
+                                        "model weights)."]
 
 
 def test_the_read_out_is_used_only_with_the_weights_it_was_fitted_on(tmp_path):

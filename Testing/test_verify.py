@@ -136,3 +136,21 @@ def test_true_statements_in_other_words_pass(text):
 def test_a_report_that_says_nothing_does_not_state_the_diagnosis():
     assert not verify(glioma_case(), "I'm sorry, I can't provide a medical report.").states_diagnosis
     assert verify(glioma_case(), "Glioma favoured (0.93).").states_diagnosis
+
+
+def test_whether_the_scan_is_contrast_enhanced_is_checked_against_the_input_check():
+    from brainxai import guard
+    from brainxai.register import Registration
+
+    import SimpleITK as sitk
+
+    reg = Registration(sitk.AffineTransform(3), "mutual information", -0.3, True, 10, "step", "MNI152", 1.0)
+    plain = {**glioma_case(), "schema_version": "1.1", "input_check": guard.check(reg, 0.2)}
+    enhanced = {**plain, "input_check": guard.check(reg, 0.8)}
+    said = "The scan does not look contrast-enhanced."
+    assert verify(plain, said).ok and not verify(enhanced, said).ok
+    assert verify(enhanced, "This is a contrast-enhanced scan.").ok and not verify(plain, "A contrast-enhanced scan.").ok
+    assert not verify(glioma_case(), said).ok  # findings without an input check cannot support it either way
+    # the guard's own sentence passes; enhancement of the lesion is still not measured
+    assert verify(plain, guard.warnings(plain["input_check"])[0]).ok
+    assert not verify(enhanced, "The lesion shows ring enhancement.").ok

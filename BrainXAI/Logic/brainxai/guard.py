@@ -92,9 +92,8 @@ def warnings(result: dict, mutual_information: float | None = None) -> list[str]
                    "outside it were not analysed, and a tumour there would be missed.")
     if "not_contrast_enhanced" in result["flags"]:
         out.append(f"Input check: the scan does not look contrast-enhanced (probability "
-                   f"{result['contrast_probability']:.2f}); the model was trained on contrast-enhanced T1, and on "
-                   "other sequences its diagnosis is unreliable.")
+                   f"{result['contrast_probability']:.2f}); the model expects a post-gadolinium T1, and on other "
+                   "sequences its diagnosis is unreliable.")
     if result["checked"] and result["brain_mri"] and result["contrast_probability"] is None:
-        out.append("Input check: whether the scan is contrast-enhanced was not checked (no check fitted on these "
-                   "model weights).")
+        out.append("Input check: the scan's contrast was not checked (no check fitted on these model weights).")
     return out

@@ -186,6 +186,7 @@ class _Facts:
     centroid: list | None
     phantom: bool
     has_warnings: bool
+    contrast_enhanced: bool | None = None  # the input check's verdict on the scan (None: not checked)
 
 
 def _facts(findings: dict) -> _Facts:
@@ -231,7 +232,8 @@ def _facts(findings: dict) -> _Facts:
     reg = findings.get("registration")
     return _Facts(d["label"], d["probabilities"], regions, shares, keys, sides, float(lesion["volume_ml"]), numbers, strings,
                   None if reg is None else bool(reg["converged"]),
-                  lesion["centroid_mni"], bool(findings["input"]["phantom"]), bool(findings["warnings"]))
+                  lesion["centroid_mni"], bool(findings["input"]["phantom"]), bool(findings["warnings"]),
+                  (findings.get("input_check") or {}).get("contrast_enhanced"))
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -486,7 +488,17 @@ class _Checker:
                      off + m.start())
 
     def unmeasured(self, s: str, off: int, neg):
+        # Whether the scan is contrast-enhanced is measured (the input check); enhancement of a lesion is not.
+        scan_level = [m.span() for m in re.finditer(r"\bcontrast[- ]enhanced\b", s, re.I)]
+        for start, end in scan_level:
+            denied = _inside(start, neg)
+            known = self.f.contrast_enhanced
+            self.add("negation" if denied else "finding", s[start:end], known is not None and denied != known,
+                     "the input check " + ("did not judge the contrast" if known is None else "found the scan "
+                                          + ("contrast-enhanced" if known else "not contrast-enhanced")), off + start)
         for m in re.finditer(rf"\b(?:{_UNMEASURED})\b", s, re.I):
+            if any(a <= m.start() < b for a, b in scan_level):
+                continue
             if _inside(m.start(), neg):
                 self.add("negation", m.group(), False, "the findings do not measure this", off + m.start())
             else:
