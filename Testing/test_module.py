@@ -161,6 +161,7 @@ def test_setup_enter_apply_poll_result_and_scene_close(env, tmp_path):
     work = w.logic.session.work_dir
     env.scene.Clear(0)  # File > Close Scene: the real StartCloseEvent / EndCloseEvent reach the widget
     assert ui.diagnosisLabel.text == NO_RESULT and ui.reportBrowser.toHtml() == ""
+    assert ui.inputCautionLabel.text == "" and not ui.inputCautionLabel.visible
     assert ui.regionTableView.mrmlTableNode() is None and not ui.mniCheckBox.enabled
     env.run_timer(w, timeout=60)
     assert not work.exists() and env.dialogs.errors == []
