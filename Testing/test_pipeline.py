@@ -245,11 +245,15 @@ def test_cancel_stops_and_writes_nothing(brats_path, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_demo_phantom_is_labelled_everywhere(tmp_path):
+def test_demo_phantom_is_labelled_everywhere(tmp_path, capsys):
+    from brainxai.panel import describe
+
     out = tmp_path / "demo"
     code = cli.main(["explain", "--out", str(out), "--methods", "gradcam++", "--max-cam-slices", "4"])
     assert code == 0
     f = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+    # the console line words the call as the panel and the report do ("indeterminate" under p 0.6)
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"PHANTOM - diagnosis: {describe(f)}; outputs in ")
     assert f["input"]["phantom"] is True and f["input"]["format"] == "synthetic"
     assert any("phantom" in w.lower() for w in f["warnings"])
     assert "PHANTOM" in (out / "report.md").read_text(encoding="utf-8")

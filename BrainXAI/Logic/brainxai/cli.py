@@ -50,9 +50,12 @@ def _explain(args) -> int:
         for bar in bars:
             bar.close()
     f = result.findings
-    d = f["diagnosis"]
-    print(f"{'PHANTOM - ' if f['input']['phantom'] else ''}diagnosis: {d['label']} "
-          f"(p={d['probabilities'][d['label']]:.2f}); lesion {f['lesion']['volume_ml']} mL; outputs in {Path(args.out).resolve()}")
+    from .panel import describe  # the panel's wording: "indeterminate" under p 0.6, as the report says
+
+    print(f"{'PHANTOM - ' if f['input']['phantom'] else ''}diagnosis: {describe(f)}; outputs in {Path(args.out).resolve()}")
+    for warning in f["warnings"]:
+        if warning.startswith("Input check:"):
+            print(warning, file=sys.stderr)
     if args.llm:
         _write_llm_report(f, backend, Path(args.out))
     return 0
