@@ -26,7 +26,6 @@ MIN_BRAIN_MI = 0.02
 CONTRAST_CHECK = "contrast_check.json"  # beside the weights it was fitted on
 MIN_CONTRAST_PROBABILITY = 0.5
 
-FLAGS = ("not_brain_mri", "partial_brain", "not_contrast_enhanced")
 
 
 def descriptors(features: np.ndarray) -> np.ndarray:

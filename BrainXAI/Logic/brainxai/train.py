@@ -371,6 +371,8 @@ def render_model_card(card: dict) -> str:
                      for h in card["history"])
     cm = "\n".join(f"| {c} | " + " | ".join(str(x) for x in row) + " |" for c, row in zip(card["classes"], v["confusion_matrix"]))
     evaluation = render_evaluation(card["evaluation"]) if card.get("evaluation") else ""
+    evaluation += "".join(f"\n## {title}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+                          for title, lines in card.get("volume_evaluation", {}).items())
     templates = "".join(f"; {d[k]}" for k in ("lgg", "healthy_heads", "templates") if d.get(k))
     extra = f" (+ {d['template_slices']} slices cut from volumes)" if d.get("template_slices") else ""
     return f"""# Model card: {card['name']} {card['version']}
