@@ -81,7 +81,7 @@ def _write(tmp_path, arr, name="bad.nii.gz", vector=False, spacing=None):
         (lambda t: _write(t, np.random.rand(3, 40, 64, 64).astype(np.float32)), "4D"),
         (lambda t: _write(t, np.random.rand(40, 64, 64, 3).astype(np.float32), vector=True), "RGB"),
         (lambda t: _write(t, np.zeros((40, 64, 64), np.float32)), "constant"),
-        (lambda t: _write(t, np.where(np.random.rand(40, 64, 64) > 0.5, np.nan, 1).astype(np.float32), "nan.mha"), "NaN"),
+        (lambda t: _write(t, np.full((40, 64, 64), np.nan, np.float32), "nan.mha"), "no finite voxel"),
         (lambda t: _write(t, np.random.rand(10, 12, 12).astype(np.float32)), "too small"),
         (lambda t: _write(t, np.random.rand(40, 64, 64).astype(np.float32), spacing=(0.5, 0.5, 0.5)), "too small"),
     ],

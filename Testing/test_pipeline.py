@@ -149,12 +149,6 @@ def test_builtin_reports_of_real_scans_pass_the_grounding_check(brats_cli, ixi_r
         assert result.ok and len(result.claims) > 50, [c.line() for c in result.unsupported]
 
 
-IXI_SHORTFALL = (
-    "default model: the healthy non-contrast IXI head is called no_tumor (p 0.76, 97% of its brain slices), but the "
-    "segmentation head still marks 20.7 mL as lesion (issue 17: tumour-free heads 8-31 mL)"
-)
-
-
 def test_healthy_ixi_is_called_no_tumor(ixi_result):
     result, _ = ixi_result
     assert result.findings["diagnosis"]["label"] == "no_tumor"
@@ -167,10 +161,14 @@ def test_healthy_ixi_slices_are_called_no_tumor(ixi_result):
     assert no_tumor_rate >= 0.8, no_tumor_rate
 
 
-@pytest.mark.xfail(strict=True, reason=IXI_SHORTFALL)
-def test_healthy_ixi_has_no_lesion(ixi_result):
-    result, _ = ixi_result
-    assert result.findings["lesion"]["volume_ml"] < 5.0
+def test_healthy_ixi_has_no_lesion_and_no_region(ixi_result):
+    # Its segmentation head alone marks ~20 mL at the skull base: only blobs a tumour-classified slice confirms
+    # count, and a scan called no_tumor reports no lesion (what was dropped is said in a warning).
+    result, out = ixi_result
+    f = result.findings
+    assert f["lesion"]["volume_ml"] == 0 and f["regions"] == [] and f["lesion"]["centroid_mni"] is None
+    assert not sitk.GetArrayViewFromImage(result.images["tumor_segmentation"]).any()
+    assert "involv" not in (out / "report.md").read_text(encoding="utf-8").lower()
 
 
 def test_brats_is_called_glioma(brats_fast):

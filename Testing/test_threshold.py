@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from brainxai.threshold import dice, percentile_threshold, significant_components, threshold_heatmap
+from brainxai.threshold import confirmed_components, dice, percentile_threshold, significant_components, threshold_heatmap
 
 
 def test_percentile_threshold_counts_only_the_region():
@@ -20,6 +20,19 @@ def test_speckle_dropped_and_second_focus_kept():
     m[25, 50, 50] = True  # single-voxel speckle
     kept = significant_components(m, (1.0, 1.0, 1.0))
     assert kept[10, 10, 10] and kept[8, 45, 45] and not kept[25, 50, 50]
+
+
+def test_only_components_on_a_tumour_slice_are_kept():
+    m = np.zeros((20, 30, 30), bool)
+    m[2:9, 5:10, 5:10] = True  # crosses slices 2-8: slice 6 is classified a tumour
+    m[12:18, 20:25, 20:25] = True  # slices 12-17: none is
+    confirmed = np.zeros(20, bool)
+    confirmed[6] = True
+    kept = confirmed_components(m, confirmed)
+    assert kept[2:9, 5:10, 5:10].all()  # the whole blob, also its slices the classifier missed
+    assert not kept[12:].any()
+    assert not confirmed_components(m, np.zeros(20, bool)).any()
+    assert not confirmed_components(np.zeros_like(m), np.ones(20, bool)).any()
 
 
 def test_threshold_never_leaves_region_and_marks_top_decile():

@@ -45,7 +45,8 @@ def _explain(args) -> int:
         max_cam_slices=args.max_cam_slices,
     )
     try:
-        result = explain(args.input, args.out, opts, overwrite=args.overwrite, progress=progress)
+        result = explain(args.input, args.out, opts, overwrite=args.overwrite, progress=progress,
+                         assume_geometry=args.assume_geometry)
     finally:
         for bar in bars:
             bar.close()
@@ -54,7 +55,7 @@ def _explain(args) -> int:
 
     print(f"{'PHANTOM - ' if f['input']['phantom'] else ''}diagnosis: {describe(f)}; outputs in {Path(args.out).resolve()}")
     for warning in f["warnings"]:
-        if warning.startswith("Input check:"):
+        if warning.startswith(("Input check:", "Input file:")):
             print(warning, file=sys.stderr)
     if args.llm:
         _write_llm_report(f, backend, Path(args.out))
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--demo", action="store_true", help="run on the bundled synthetic phantom")
     e.add_argument("--out", type=Path, required=True, help="output folder (must be empty or absent)")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    e.add_argument("--assume-geometry", action="store_true",
+                   help="read a NIfTI whose header has no usable voxel size or orientation as ITK defaults it "
+                        "(recorded as a warning: sizes, regions and left/right are then unverified)")
     e.add_argument("--methods", default="gradcam,gradcam++,scorecam", help=f"comma-separated, from: {', '.join(METHODS)}")
     e.add_argument("--threshold", type=float, default=90.0, help="heatmap percentile (in-brain) for the masks")
     e.add_argument("--model", type=Path, help="weights file (default: the packaged model)")

@@ -5,6 +5,9 @@ Only pixels and geometry are kept: no metadata (names, IDs, dates, institution) 
 
 from __future__ import annotations
 
+import gzip
+import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +19,16 @@ from .errors import BrainXAIError
 IMAGE_2D = {".png", ".jpg", ".jpeg"}
 MIN_INPLANE_VOXELS = 32
 MIN_EXTENT_MM = 60.0  # smaller than any adult brain in-plane
+MAX_VOXEL_BYTES = 2 * 1024**3  # what a header may declare: refused before anything that size is allocated
+SHEAR_TOLERANCE = 1e-3  # |cos| between voxel axes above this: the grid is not orthogonal
+_CHUNK = 16 * 1024**2
 
 
 @dataclass(frozen=True)
 class InputInfo:
     kind: str  # "volume" | "slice"
     format: str  # "NIfTI", "NRRD", "MetaImage", "DICOM", "PNG", "JPEG", ...
+    warnings: tuple[str, ...] = ()  # what was repaired or assumed while reading; goes into the findings
 
 
 def _format_of(path: Path) -> str:
@@ -57,16 +64,24 @@ def _to_gray_2d(img: sitk.Image, path: Path) -> sitk.Image:
     return sitk.JoinSeries(sitk.Cast(img, sitk.sitkFloat32))
 
 
-def read_input(path: str | Path) -> tuple[sitk.Image, InputInfo]:
-    """Read and check an input; returns a float32 3D image with its geometry, or raises one clear BrainXAIError."""
+def read_input(path: str | Path, assume_geometry: bool = False) -> tuple[sitk.Image, InputInfo]:
+    """Read and check an input; returns a float32 3D image with its geometry, or raises one clear BrainXAIError.
+    assume_geometry: read a NIfTI whose header has no usable voxel size or orientation the way ITK defaults it,
+    with a warning, instead of refusing it."""
     path = Path(path)
     if not path.exists():
         raise BrainXAIError(f"input not found: {path}")
+    notes: list[str] = []
+    fmt = "DICOM" if path.is_dir() else _format_of(path)
     try:
         if path.is_dir():
-            img, fmt = _read_dicom_series(path), "DICOM"
+            img = _read_dicom_series(path)
         else:
-            img, fmt = sitk.ReadImage(str(path)), _format_of(path)
+            _check_declared_size(path)
+            sheared = False
+            if fmt == "NIfTI":
+                notes, sheared = _check_nifti(path, assume_geometry)
+            img = _read_sheared_nifti(path) if sheared else sitk.ReadImage(str(path))
     except BrainXAIError:
         raise
     except RuntimeError as exc:
@@ -81,14 +96,158 @@ def read_input(path: str | Path) -> tuple[sitk.Image, InputInfo]:
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise BrainXAIError(f"{path.name} has {img.GetNumberOfComponentsPerPixel()} components per voxel (RGB/vector): give a scalar greyscale MRI volume")
     img = sitk.Cast(img, sitk.sitkFloat32)
-    check_image(img, path.name)
-    return img, InputInfo(kind, fmt)
+    img, more = check_image(img, path.name)
+    return img, InputInfo(kind, fmt, tuple(notes + more))
 
 
-def check_image(img: sitk.Image, name: str) -> None:
+def _check_declared_size(path: Path) -> None:
+    """A header can declare terabytes: refuse before the reader allocates them."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # not readable as an image: read_input says so
+    size = np.array(reader.GetSize(), dtype=np.float64)
+    nbytes = size.prod() * reader.GetNumberOfComponents() * _bytes_per_component(reader.GetPixelID())
+    if nbytes > MAX_VOXEL_BYTES:
+        raise BrainXAIError(f"{path.name} declares {'x'.join(str(int(v)) for v in size)} voxels "
+                            f"({nbytes / 1024**3:.1f} GiB): more than the {MAX_VOXEL_BYTES / 1024**3:.0f} GiB any brain "
+                            "MRI needs, so it was not read; check the file's header")
+
+
+def _bytes_per_component(pixel_id: int) -> int:
+    probe = sitk.Image([1] * 2, pixel_id)  # SimpleITK reports sizes per pixel type only through an image
+    return max(1, probe.GetSizeOfPixelComponent())
+
+
+def _nifti_header(f, name: str):
+    import nibabel as nib
+
+    magic = f.read(4)
+    f.seek(0)
+    sizes = {int.from_bytes(magic, "little"), int.from_bytes(magic, "big")}
+    klass = nib.Nifti1Header if 348 in sizes else nib.Nifti2Header if 540 in sizes else None
+    if klass is None:
+        raise BrainXAIError(f"cannot read {name}: not a NIfTI file (its header size is not 348 or 540 bytes)")
+    try:
+        return klass.from_fileobj(f, check=False)  # unfixed: what the file says, not what nibabel would repair
+    except Exception as exc:  # nibabel raises HeaderDataError, ValueError, struct errors
+        raise BrainXAIError(f"{name} has a damaged NIfTI header ({exc}): copy the file again") from exc
+
+
+def _check_nifti(path: Path, assume_geometry: bool) -> tuple[list[str], bool]:
+    """What SimpleITK's NIfTI reader forgives and a diagnosis must not: a truncated or corrupt file (it pads with
+    zeros), NaN/Inf voxels (it turns them into 0 silently), a zero/negative voxel size or no orientation (it
+    assumes 1 mm and identity). Returns the warnings, and whether the grid is sheared (ITK cannot read it)."""
+    name = path.name
+    opener = gzip.open if name.lower().endswith(".gz") else open
+    received = 0
+    try:
+        with opener(path, "rb") as f:
+            try:
+                hdr = _nifti_header(f, name)
+            except (EOFError, OSError, zlib.error) as exc:
+                raise BrainXAIError(f"cannot read {name}: not a NIfTI file ({exc})") from exc
+            shape = tuple(int(n) for n in hdr.get_data_shape())
+            dtype = hdr.get_data_dtype()
+            if not shape or min(shape) < 1:
+                raise BrainXAIError(f"{name}'s header declares {shape} voxels: it holds no image; check the file")
+            nbytes = float(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if nbytes > MAX_VOXEL_BYTES:
+                raise BrainXAIError(f"{name} declares {'x'.join(map(str, shape))} voxels ({nbytes / 1024**3:.1f} "
+                                    f"GiB): more than the {MAX_VOXEL_BYTES / 1024**3:.0f} GiB any brain MRI needs, so "
+                                    "it was not read; check the file's header")
+            offset, need = int(hdr.get_data_offset()), int(nbytes)
+            f.seek(0)
+            buf = bytearray()
+            while chunk := f.read(_CHUNK):  # to the end: decompression must reach the end-of-stream and CRC
+                received += len(chunk)
+                if len(buf) < offset + need:
+                    buf += chunk[: offset + need - len(buf)]
+    except BrainXAIError:
+        raise
+    except (EOFError, OSError, zlib.error) as exc:
+        raise BrainXAIError(f"{name} is truncated or corrupt ({exc}): copy the file again") from exc
+    if received < offset + need:
+        raise BrainXAIError(f"{name} is truncated: it holds {max(received - offset, 0):,} of the {need:,} bytes of "
+                            "voxel data its header declares; copy the file again")
+    notes: list[str] = []
+    if dtype.kind == "f":
+        data = np.frombuffer(bytes(buf[offset:offset + need]), dtype=dtype)
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad == data.size:
+            raise BrainXAIError(f"{name} has no finite voxel (all NaN or infinite): it holds no image")
+        if bad:
+            notes.append(_nonfinite_warning(bad, data.size))
+    spatial = min(3, len(shape))
+    pixdim = np.asarray(hdr["pixdim"][1:1 + spatial], dtype=np.float64)
+    problems = []
+    if not np.all(np.isfinite(pixdim) & (pixdim > 0)):
+        problems.append(f"voxel size {[round(float(v), 4) for v in pixdim]} mm (zero, negative or not a number)")
+    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    if qcode <= 0 and scode <= 0:
+        problems.append("no orientation (qform and sform codes are both 0)")
+    if problems:
+        what = " and ".join(problems)
+        if not assume_geometry:
+            raise BrainXAIError(f"{name}'s header has {what}: positions, sizes and left/right cannot be trusted; fix "
+                                "the header, or pass --assume-geometry to read it as ITK defaults it")
+        notes.append(f"Input file: its header has {what}; it was read as ITK defaults it (--assume-geometry): volumes, "
+                     "distances, atlas regions and left/right are unverified.")
+    sheared = False
+    if scode > 0:
+        m = np.asarray(hdr.get_sform(), dtype=np.float64)[:3, :3]
+        norms = np.linalg.norm(m, axis=0)
+        if np.all(norms > 0):
+            cosines = (m / norms).T @ (m / norms) - np.eye(3)
+            shear = float(np.abs(cosines).max())
+            if shear > SHEAR_TOLERANCE:
+                sheared = True
+                notes.append(f"Input file: its voxel grid is sheared (non-orthogonal axes, largest cosine "
+                             f"{shear:.3f}): it was resampled onto an orthogonal grid of the same voxel size, on "
+                             "which every output lies.")
+    return notes, sheared
+
+
+def _read_sheared_nifti(path: Path) -> sitk.Image:
+    """ITK reads only orthogonal grids: resample the scan (nilearn, trilinear) onto the orthonormal grid nearest to
+    its sform, with the same voxel sizes, covering the same field of view."""
+    import nibabel as nib
+    from nilearn.image import resample_img
+
+    img = nib.load(str(path))
+    m = img.affine[:3, :3]
+    u, _, vt = np.linalg.svd(m)
+    rotation = u @ vt  # the nearest orthonormal axes (polar decomposition)
+    target = rotation @ np.diag(np.linalg.norm(m, axis=0))
+    data = nib.Nifti1Image(np.nan_to_num(np.asanyarray(img.dataobj, dtype=np.float32)), img.affine)
+    out = resample_img(data, target_affine=target, interpolation="continuous", force_resample=True,
+                       copy_header=True)
+    with tempfile.TemporaryDirectory(prefix="brainxai-shear-") as tmp:
+        tmp_path = Path(tmp) / "resampled.nii"
+        nib.save(nib.Nifti1Image(np.asarray(out.dataobj, dtype=np.float32), out.affine), tmp_path)
+        return sitk.ReadImage(str(tmp_path))
+
+
+def _nonfinite_warning(bad: int, total: int) -> str:
+    voxels = "1 voxel was" if bad == 1 else f"{bad:,} voxels ({100 * bad / total:.2g} % of the volume) were"
+    return f"Input file: {voxels} NaN or infinite: set to 0, so counted as background."
+
+
+def check_image(img: sitk.Image, name: str) -> tuple[sitk.Image, list[str]]:
+    """Checks every input passes; non-finite voxels are set to 0. Returns the image and the warnings."""
+    notes = []
     arr = sitk.GetArrayViewFromImage(img)
-    if not np.isfinite(arr).all():
-        raise BrainXAIError(f"{name} contains NaN or infinite voxels: fix or mask them before running BrainXAI")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        if not finite.any():
+            raise BrainXAIError(f"{name} has no finite voxel (all NaN or infinite): it holds no image")
+        notes.append(_nonfinite_warning(int(finite.size - finite.sum()), finite.size))
+        fixed = sitk.GetImageFromArray(np.where(finite, arr, 0).astype(np.float32))
+        fixed.CopyInformation(img)
+        img = fixed
+        arr = sitk.GetArrayViewFromImage(img)
     if float(arr.max()) == float(arr.min()):
         raise BrainXAIError(f"{name} is constant (all voxels {float(arr.min()):g}): it holds no image")
     size, spacing = np.array(img.GetSize()), np.array(img.GetSpacing())
@@ -97,3 +256,4 @@ def check_image(img: sitk.Image, name: str) -> None:
         raise BrainXAIError(f"{name} is too small ({'x'.join(map(str, size))} voxels) to be a brain MRI: need at least {MIN_INPLANE_VOXELS} voxels in-plane")
     if size.min() > 1 and np.sort(size * spacing)[-2:].min() < MIN_EXTENT_MM:
         raise BrainXAIError(f"{name} covers only {np.round(size * spacing, 1).tolist()} mm: too small to be a brain; check its spacing")
+    return img, notes

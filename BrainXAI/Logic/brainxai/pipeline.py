@@ -35,6 +35,8 @@ Cancel = Callable[[], bool]
 DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam")
 LESION_PROBABILITY = 0.5
 MIN_LESION_ML = 0.1  # smaller segmented blobs are treated as noise, not tumour evidence
+SLICE_TUMOR_PROBABILITY = 0.5  # a slice "is classified a tumour" where p(no tumour) is below this
+NO_TUMOR = CLASSES.index("no_tumor")
 NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of brain
 
 # Share of the progress bar per stage, roughly their cost.
@@ -190,7 +192,7 @@ def analyse(
     # neck, face and orbits (never in the training slices) neither vote nor yield lesions.
     track.stage("register")
     reg = None
-    notes = list(warnings or [])
+    notes = list(info.warnings) + list(warnings or [])  # what the load stage repaired or assumed first
     brain = head
     if info.kind == "volume":  # one 2D slice cannot be placed in 3D MNI space
         reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
@@ -228,13 +230,25 @@ def analyse(
     else:
         input_check = guard.unchecked()
     seg_prob = preprocess.from_model(seg_model, frame)
-    seg_mask = threshold.significant_components((seg_prob > LESION_PROBABILITY) & brain, oriented.GetSpacing())
+    # The two heads must agree: a segmented blob counts only where some slice it crosses is classified a tumour.
+    confirmed = np.zeros(len(arr), bool)
+    confirmed[active] = probs[active, NO_TUMOR] < SLICE_TUMOR_PROBABILITY
+    seg_mask = threshold.confirmed_components((seg_prob > LESION_PROBABILITY) & brain, confirmed)
+    seg_mask = threshold.significant_components(seg_mask, oriented.GetSpacing())
     voxel_ml = sx * sy * sz / 1000.0
     if seg_mask.sum() * voxel_ml < MIN_LESION_ML:
         seg_mask[:] = False
     lesion_area = seg_mask.sum((1, 2)) * sx * sy
     p_volume = _diagnosis(probs, lesion_area, brain_area)
     label = int(p_volume.argmax())
+    if label == NO_TUMOR and seg_mask.any():
+        # A lesion, its volume and its regions beside a "no tumour" call would contradict the diagnosis; what the
+        # segmentation head marked is still said, so a missed tumour is not silently hidden.
+        notes.append(f"The segmentation head marked {seg_mask.sum() * voxel_ml:.1f} mL that the classifier does not "
+                     "support (scan classified as no tumour): not reported as a lesion; review the scan if a lesion "
+                     "is suspected.")
+        seg_mask[:] = False
+        lesion_area = seg_mask.sum((1, 2)) * sx * sy
 
     # Slices that carry tumour evidence are explained; a scan without any explains its most confident slices.
     evidence = np.nonzero(lesion_area > 0)[0]
@@ -396,8 +410,10 @@ def explain(
     overwrite: bool = False,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    assume_geometry: bool = False,
 ) -> Result:
-    """Run the whole pipeline on a file (or the bundled phantom when input_path is None) and write DIR."""
+    """Run the whole pipeline on a file (or the bundled phantom when input_path is None) and write DIR.
+    assume_geometry: accept a NIfTI header without usable voxel size or orientation (see load.read_input)."""
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and not overwrite:  # refuse before spending minutes on the work
         raise BrainXAIError(f"output folder {out.resolve()} is not empty: choose another --out or pass --overwrite")
@@ -406,7 +422,7 @@ def explain(
 
         image, info, phantom, notes = make_phantom(), InputInfo("volume", "synthetic"), True, [PHANTOM_WARNING]
     else:
-        (image, info), phantom, notes = read_input(input_path), False, []
+        (image, info), phantom, notes = read_input(input_path, assume_geometry), False, []
     result = analyse(image, info, options, phantom=phantom, warnings=notes, progress=progress, cancel=cancel)
     write_outputs(result, out_dir, overwrite)
     return result

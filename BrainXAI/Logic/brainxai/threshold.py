@@ -36,6 +36,17 @@ def significant_components(mask: np.ndarray, spacing_mm: tuple[float, float, flo
     return np.isin(sitk.GetArrayViewFromImage(labels), keep)
 
 
+def confirmed_components(mask: np.ndarray, confirmed_slices: np.ndarray) -> np.ndarray:
+    """Keep the connected components (26-connectivity) of a (z, y, x) mask that reach at least one slice whose
+    flag in `confirmed_slices` (length z) is set: a segmented blob that no slice's classifier calls a tumour is
+    one head disagreeing with the other, and on skull-base anatomy that is how false lesions arise."""
+    if not mask.any():
+        return mask.astype(bool)
+    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
+    hits = np.unique(labels[np.asarray(confirmed_slices, bool)])
+    return np.isin(labels, hits[hits > 0])
+
+
 def threshold_heatmap(heat: np.ndarray, region: np.ndarray, spacing_mm, percentile: float = DEFAULT_PERCENTILE):
     """Returns (mask, threshold value). Voxels outside `region` are never in the mask."""
     thr = percentile_threshold(heat, region, percentile)

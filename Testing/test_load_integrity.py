@@ -1,0 +1,150 @@
+"""Load stage integrity: what SimpleITK's readers forgive (truncation, NaN/Inf, missing geometry, shear) is refused or
+repaired with a warning that says what was done. Every file is generated here."""
+
+import gzip
+import struct
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from brainxai.errors import BrainXAIError
+from brainxai.load import read_input
+
+SHAPE = (64, 64, 40)  # x, y, z as nibabel stores it
+
+
+def _head(seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random(SHAPE) * 100 + 10).astype(np.float32)
+
+
+def _nifti(path, data=None, affine=None):
+    img = nib.Nifti1Image(_head() if data is None else data, np.diag([2.0, 2.0, 3.0, 1.0]) if affine is None else affine)
+    nib.save(img, str(path))
+    return path
+
+
+def _patched(tmp_path, name, fmt, offset, *values):
+    """A NIfTI written by nibabel, then one header field overwritten (nibabel itself would repair it)."""
+    raw = bytearray((_nifti(tmp_path / "clean.nii")).read_bytes())
+    struct.pack_into(fmt, raw, offset, *values)
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
+    return path
+
+
+def _one_line_error(path, words, **kw):
+    with pytest.raises(BrainXAIError) as err:
+        read_input(path, **kw)
+    message = str(err.value)
+    assert all(w in message for w in words) and "\n" not in message, message
+    return message
+
+
+def test_truncated_compressed_file_is_an_error(tmp_path):
+    raw = _nifti(tmp_path / "full.nii.gz").read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(raw[: len(raw) // 3])  # SimpleITK alone reads this, padding two thirds with zeros
+    assert sitk.ReadImage(str(cut)).GetSize() == SHAPE
+    _one_line_error(cut, ["cut.nii.gz", "truncated or corrupt", "copy the file again"])
+
+
+def test_truncated_uncompressed_file_is_an_error(tmp_path):
+    raw = _nifti(tmp_path / "full.nii").read_bytes()
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(raw[: len(raw) - 1000])
+    _one_line_error(cut, ["truncated", "of the 655,360 bytes"])
+
+
+def test_corrupt_compressed_data_is_an_error(tmp_path):
+    raw = bytearray(_nifti(tmp_path / "full.nii.gz").read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(bytes(raw))
+    _one_line_error(bad, ["truncated or corrupt"])
+
+
+def test_nan_block_is_masked_with_a_counted_warning(tmp_path):
+    data = _head()
+    data[10:20, 10:20, 10:20] = np.nan  # 1,000 voxels: SimpleITK turns them into 0 without a word
+    img, info = read_input(_nifti(tmp_path / "nan.nii.gz", data))
+    arr = sitk.GetArrayViewFromImage(img)
+    assert np.isfinite(arr).all() and (arr[10:20, 10:20, 10:20] == 0).all()
+    assert len(info.warnings) == 1 and "1,000 voxels" in info.warnings[0] and "NaN or infinite" in info.warnings[0]
+
+
+def test_one_infinite_voxel_is_counted(tmp_path):
+    data = _head()
+    data[5, 6, 7] = np.inf
+    _, info = read_input(_nifti(tmp_path / "inf.nii", data))
+    assert info.warnings == ("Input file: 1 voxel was NaN or infinite: set to 0, so counted as background.",)
+
+
+def test_nan_in_other_formats_is_masked_too(tmp_path):
+    arr = _head().T.copy()
+    arr[:5] = np.nan
+    path = tmp_path / "nan.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(path))
+    img, info = read_input(path)
+    assert np.isfinite(sitk.GetArrayViewFromImage(img)).all() and "20,480 voxels" in info.warnings[0]
+
+
+def test_all_nan_is_an_error(tmp_path):
+    _one_line_error(_nifti(tmp_path / "void.nii.gz", np.full(SHAPE, np.nan, np.float32)), ["no finite voxel"])
+
+
+@pytest.mark.parametrize("values, words", [((0.0, 0.0, 0.0), "[0.0, 0.0, 0.0]"), ((2.0, -2.0, 3.0), "-2.0")],
+                         ids=["zero", "negative"])
+def test_degenerate_voxel_size_needs_the_override(tmp_path, values, words):
+    path = _patched(tmp_path, "size.nii.gz", "<3f", 80, *values)  # pixdim[1:4]
+    _one_line_error(path, ["voxel size", words, "--assume-geometry"])
+    img, info = read_input(path, assume_geometry=True)
+    assert img.GetSize() == SHAPE and "--assume-geometry" in info.warnings[0] and "left/right" in info.warnings[0]
+
+
+def test_missing_orientation_needs_the_override(tmp_path):
+    path = _patched(tmp_path, "noorient.nii", "<2h", 252, 0, 0)  # qform_code, sform_code
+    _one_line_error(path, ["no orientation", "--assume-geometry"])
+    _, info = read_input(path, assume_geometry=True)
+    assert "no orientation" in info.warnings[0]
+
+
+def test_huge_header_is_refused_before_reading(tmp_path):
+    path = _patched(tmp_path, "huge.nii", "<4h", 40, 3, 30000, 30000, 30000)  # dim[0:4]
+    _one_line_error(path, ["30000x30000x30000", "GiB", "not read"])
+
+
+def test_sheared_grid_is_resampled_in_place(tmp_path):
+    """A sheared sform (ITK refuses it) is resampled onto an orthogonal grid; a bright voxel stays at its RAS point."""
+    affine = np.array([[2.0, 0.6, 0.0, -60.0], [0.0, 2.0, 0.0, -70.0], [0.0, 0.3, 3.0, -50.0], [0, 0, 0, 1]])
+    data = np.zeros(SHAPE, np.float32)
+    data[20:40, 20:40, 10:30] = 10.0  # a head-sized block, so the input passes the size checks
+    ijk = (31, 22, 17)
+    data[ijk[0] - 1: ijk[0] + 2, ijk[1] - 1: ijk[1] + 2, ijk[2] - 1: ijk[2] + 2] = 1000.0
+    path = tmp_path / "sheared.nii.gz"
+    _nifti(path, data, affine)
+    with pytest.raises(RuntimeError, match="orthonormal"):
+        sitk.ReadImage(str(path))
+    img, info = read_input(path)
+    assert "sheared" in info.warnings[0] and "resampled" in info.warnings[0]
+    arr = sitk.GetArrayViewFromImage(img)
+    bright = np.argwhere(arr > 300)[:, ::-1]  # (x, y, z) indices of the resampled bright cube
+    lps = np.array([img.TransformContinuousIndexToPhysicalPoint(tuple(float(i) for i in b)) for b in bright])
+    weights = arr[tuple(bright[:, ::-1].T)]
+    centre_ras = (lps * [-1, -1, 1] * weights[:, None]).sum(0) / weights.sum()
+    expected_ras = (affine @ np.array([*ijk, 1.0]))[:3]
+    assert np.linalg.norm(centre_ras - expected_ras) < 1.0, (centre_ras, expected_ras)
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-6)
+
+
+def test_real_shared_volumes_raise_no_integrity_warning(data_dir):
+    """No false alarms: every real NIfTI in the shared data reads without an integrity warning or error."""
+    from brainxai.load import _check_nifti
+
+    files = sorted((data_dir / "volumes").rglob("*.nii*"))
+    assert len(files) >= 20
+    flagged = {p.name: _check_nifti(p, False) for p in files}
+    assert all(notes == [] and not sheared for notes, sheared in flagged.values()), flagged
