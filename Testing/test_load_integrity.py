@@ -148,3 +148,60 @@ def test_real_shared_volumes_raise_no_integrity_warning(data_dir):
     assert len(files) >= 20
     flagged = {p.name: _check_nifti(p, False) for p in files}
     assert all(notes == [] and not sheared for notes, sheared in flagged.values()), flagged
+
+
+def _volume(tmp_path, arr, name):
+    path = tmp_path / name
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((1.0, 1.0, 2.0))
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def test_label_map_is_not_an_mri(tmp_path):
+    labels = np.zeros((60, 128, 128), np.uint8)
+    labels[20:40, 30:90, 30:90] = 1
+    labels[25:35, 50:70, 50:70] = 2
+    _one_line_error(_volume(tmp_path, labels, "seg.nii.gz"), ["3 distinct integer values (0, 1, 2)", "label map"])
+
+
+def test_binary_image_of_int16_extremes_is_not_an_mri(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = np.where(rng.random((60, 128, 128)) > 0.5, 32767, -32768).astype(np.int16)
+    _one_line_error(_volume(tmp_path, arr, "binary.nrrd"), ["2 distinct integer values"])
+
+
+def test_ct_in_hounsfield_units_is_not_an_mri(tmp_path):
+    rng = np.random.default_rng(0)
+    ct = np.full((60, 128, 128), -1000.0, np.float32) + rng.normal(0, 20, (60, 128, 128))  # air
+    ct[10:50, 20:108, 20:108] = 40 + rng.normal(0, 10, (40, 88, 88))  # soft tissue
+    ct[10:50, 20:24, 20:108] = 1200  # bone
+    _one_line_error(_volume(tmp_path, ct.astype(np.int16), "ct.nii.gz"), ["Hounsfield", "CT"])
+
+
+def test_mri_with_padding_outside_its_field_of_view_is_accepted(tmp_path):
+    """A large negative padding value (oblique reconstructions use -32768) is not air in HU."""
+    rng = np.random.default_rng(0)
+    mri = (rng.random((60, 128, 128)) * 800).astype(np.int16)
+    mri[:, :, :20] = -32768
+    img, info = read_input(_volume(tmp_path, mri, "padded.nii.gz"))
+    assert info.warnings == () and img.GetSize() == (128, 128, 60)
+
+
+def test_colour_photograph_is_not_an_mri_slice(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(path)
+    _one_line_error(path, ["colour image", "greyscale"])
+
+
+def test_greyscale_slices_stored_as_rgb_jpeg_pass_the_colour_check(data_dir):
+    """No false alarms: Br35H stores some slices as RGB JPEGs; every one of a sample reads as grey."""
+    from brainxai.load import MAX_CHROMA  # noqa: F401  (the limit the check uses)
+
+    files = sorted((data_dir / "br35h_no_tumor").glob("*.jp*g"))[::10]
+    assert len(files) >= 50
+    for path in files:
+        read_input(path)

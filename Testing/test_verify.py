@@ -154,3 +154,62 @@ def test_whether_the_scan_is_contrast_enhanced_is_checked_against_the_input_chec
     # the guard's own sentence passes; enhancement of the lesion is still not measured
     assert verify(plain, guard.warnings(plain["input_check"])[0]).ok
     assert not verify(enhanced, "The lesion shows ring enhancement.").ok
+
+
+def bilateral_case() -> dict:
+    """A glioma crossing the midline: left and right regions, lesion.hemisphere 'bilateral'."""
+    f = glioma_case()
+    f["lesion"].update(hemisphere="bilateral", centroid_mni=[2.0, -10.2, 17.8])
+    f["regions"] = [
+        {"name": "Left Frontal Pole", "percent_of_lesion": 40.0, "percent_of_region": 5.0, "hemisphere": "left"},
+        {"name": "Right Frontal Pole", "percent_of_lesion": 35.0, "percent_of_region": 4.0, "hemisphere": "right"},
+        {"name": "Right Putamen", "percent_of_lesion": 9.05, "percent_of_region": 22.4, "hemisphere": "right"},
+    ]
+    f["lesion"]["peak_region"] = "Left Frontal Pole"
+    return f
+
+
+def right_with_a_left_region_case() -> dict:
+    f = glioma_case()
+    f["regions"].append({"name": "Left Putamen", "percent_of_lesion": 2.0, "percent_of_region": 3.0,
+                         "hemisphere": "left"})
+    return f
+
+
+@pytest.mark.parametrize("case, text, flagged", [
+    (bilateral_case, "The lesion is confined to the left hemisphere.", "left"),
+    (bilateral_case, "A left frontal mass.", "left"),
+    (bilateral_case, "Left-sided lesion of 23.4 mL.", "left-sided"),
+    (bilateral_case, "The lesion lies in the right hemisphere.", "right hemisphere"),
+    (bilateral_case, "A unilateral lesion.", "unilateral"),
+    (bilateral_case, "The tumour is seen only in the left hemisphere.", "left"),
+    (glioma_case, "A left temporal glioma.", "left"),
+    (glioma_case, "The lesion is left-sided.", "left-sided"),
+    (right_with_a_left_region_case, "The lesion is confined to the right hemisphere.", "right"),
+    (right_with_a_left_region_case, "The lesion is exclusively within the right hemisphere.", "right"),
+], ids=["confined", "left-frontal-mass", "left-sided", "lies-in", "unilateral", "only-in", "right-case-left-glioma",
+        "right-case-left-sided", "confined-but-touches-left", "exclusively"])
+def test_one_sided_claims_about_the_lesion_are_checked_against_its_hemisphere(case, text, flagged):
+    result = verify(case(), text)
+    assert any(flagged.lower() in c.text.lower() for c in result.unsupported), [c.line() for c in result.claims]
+
+
+@pytest.mark.parametrize("case, text", [
+    (bilateral_case, "The lesion crosses the midline from the left to the right frontal lobe."),
+    (bilateral_case, "Bilateral frontal lesion involving the left frontal pole and the right frontal pole."),
+    (bilateral_case, "The left frontal lobe is involved."),
+    (bilateral_case, "It extends across both hemispheres."),
+    (glioma_case, "A right-sided lesion confined to the right hemisphere."),
+    (glioma_case, "A right insular mass."),
+    (glioma_case, "A unilateral lesion."),
+], ids=["crosses", "bilateral-frontal", "left-frontal-lobe", "both", "right-confined", "right-insular-mass",
+        "unilateral-right"])
+def test_true_side_claims_pass(case, text):
+    result = verify(case(), text)
+    assert result.ok, [c.line() for c in result.unsupported]
+
+
+def test_builtin_report_of_a_bilateral_lesion_passes():
+    f = bilateral_case()
+    result = verify(f, render_markdown(build_report(f), f))
+    assert result.ok, [c.line() for c in result.unsupported]

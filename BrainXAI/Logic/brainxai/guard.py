@@ -25,6 +25,38 @@ from .register import MIN_COVERAGE, Registration
 MIN_BRAIN_MI = 0.02
 CONTRAST_CHECK = "contrast_check.json"  # beside the weights it was fitted on
 MIN_CONTRAST_PROBABILITY = 0.5
+# Refused before any model runs (load stage): arrays that are not an MRI at all.
+MAX_LABEL_VALUES = 32  # an MRI, even from 8-bit slices, has hundreds of grey levels; a label map a handful
+# CT stores air at about -1000 HU (a padding value such as -32768 outside an MRI's field of view is not air)
+CT_AIR_HU, CT_AIR_FRACTION, CT_MIN_MAX = (-1100.0, -900.0), 0.05, 300.0
+_SAMPLE = 2_000_000
+
+
+def not_an_mri(arr: np.ndarray) -> str | None:
+    """Why the voxel values cannot be an MRI (a label map / segmentation, a CT in Hounsfield units), else None."""
+    flat = np.asarray(arr).ravel()
+    sample = flat[:: max(1, flat.size // _SAMPLE)]
+    values = np.unique(sample)
+    if len(values) <= MAX_LABEL_VALUES and np.all(values == np.round(values)):
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        return (f"holds only {len(values)} distinct integer values ({shown}): it looks like a label map or "
+                "segmentation, not an MRI")
+    air = float(np.mean((sample >= CT_AIR_HU[0]) & (sample <= CT_AIR_HU[1])))
+    if air >= CT_AIR_FRACTION and float(sample.max()) >= CT_MIN_MAX:
+        return (f"has {air:.0%} of its voxels at {CT_AIR_HU[0]:g} to {CT_AIR_HU[1]:g} (air in Hounsfield units) and "
+                f"values up to {float(sample.max()):g}: it looks like a CT, not an MRI")
+    return None
+
+
+def refuse_if_not_brain(reg: Registration, name: str = "the input") -> None:
+    """No diagnosis for what is not a brain MRI: refused after the registration, before the model runs."""
+    from .errors import BrainXAIError
+
+    mi = -float(reg.metric_value)
+    if not (np.isfinite(mi) and mi >= MIN_BRAIN_MI):
+        raise BrainXAIError(f"{name} does not look like a brain MRI (mutual information with the MNI152 brain "
+                            f"template {mi:.3f}, real brain scans reach {MIN_BRAIN_MI:g} or more): no diagnosis is "
+                            "given; check that it is a head MRI with the brain in the field of view")
 
 
 

@@ -15,11 +15,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import BrainXAIError
+from .guard import not_an_mri
 
 IMAGE_2D = {".png", ".jpg", ".jpeg"}
 MIN_INPLANE_VOXELS = 32
 MIN_EXTENT_MM = 60.0  # smaller than any adult brain in-plane
 MAX_VOXEL_BYTES = 2 * 1024**3  # what a header may declare: refused before anything that size is allocated
+MAX_CHROMA = 0.02  # greyscale saved as RGB (and its JPEG colour noise) stays well below
 SHEAR_TOLERANCE = 1e-3  # |cos| between voxel axes above this: the grid is not orthogonal
 _CHUNK = 16 * 1024**2
 
@@ -55,6 +57,10 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
 def _to_gray_2d(img: sitk.Image, path: Path) -> sitk.Image:
     if img.GetNumberOfComponentsPerPixel() > 1:
         arr = sitk.GetArrayFromImage(img).astype(np.float32)[..., :3]
+        chroma = float(np.mean(arr.max(-1) - arr.min(-1))) / max(float(np.ptp(arr)), 1e-6)
+        if chroma > MAX_CHROMA:
+            raise BrainXAIError(f"{path.name} is a colour image (mean chroma {chroma:.1%} of its range): MRI slices are "
+                                "greyscale; give the scan itself, not a photograph or a coloured rendering")
         gray = sitk.GetImageFromArray(arr @ np.array([0.299, 0.587, 0.114], np.float32))
         gray.CopyInformation(img)
         img = gray
@@ -250,6 +256,9 @@ def check_image(img: sitk.Image, name: str) -> tuple[sitk.Image, list[str]]:
         arr = sitk.GetArrayViewFromImage(img)
     if float(arr.max()) == float(arr.min()):
         raise BrainXAIError(f"{name} is constant (all voxels {float(arr.min()):g}): it holds no image")
+    problem = not_an_mri(arr)
+    if problem:
+        raise BrainXAIError(f"{name} {problem}: give the MRI scan itself")
     size, spacing = np.array(img.GetSize()), np.array(img.GetSpacing())
     inplane = np.sort(size)[-2:]
     if inplane.min() < MIN_INPLANE_VOXELS:

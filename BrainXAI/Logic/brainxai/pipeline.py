@@ -196,6 +196,7 @@ def analyse(
     brain = head
     if info.kind == "volume":  # one 2D slice cannot be placed in 3D MNI space
         reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
+        guard.refuse_if_not_brain(reg)  # before the model: no diagnosis of what is not a brain MRI
         if reg.converged:
             region = register.brain_region(oriented, reg)  # kept: a view of a freed image reads freed memory
             brain = head & (sitk.GetArrayViewFromImage(region) > 0)

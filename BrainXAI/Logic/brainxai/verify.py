@@ -187,6 +187,7 @@ class _Facts:
     phantom: bool
     has_warnings: bool
     contrast_enhanced: bool | None = None  # the input check's verdict on the scan (None: not checked)
+    hemisphere: str | None = None  # lesion.hemisphere: the side of the lesion as a whole
 
 
 def _facts(findings: dict) -> _Facts:
@@ -233,7 +234,7 @@ def _facts(findings: dict) -> _Facts:
     return _Facts(d["label"], d["probabilities"], regions, shares, keys, sides, float(lesion["volume_ml"]), numbers, strings,
                   None if reg is None else bool(reg["converged"]),
                   lesion["centroid_mni"], bool(findings["input"]["phantom"]), bool(findings["warnings"]),
-                  (findings.get("input_check") or {}).get("contrast_enhanced"))
+                  (findings.get("input_check") or {}).get("contrast_enhanced"), lesion["hemisphere"])
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -277,6 +278,14 @@ def _inside(pos: int, spans) -> bool:
 _SIDE = re.compile(r"\b(left|right)(?:[- ]sided|[- ]hemispher\w*)?\b|\b(bilateral(?:ly)?|both (?:cerebral )?"
                    r"hemispheres|midline)\b",
                    re.I)
+_UNILATERAL = re.compile(r"\b(?:unilateral(?:ly)?|one-sided|single hemisphere)\b", re.I)
+# Words that make a side exclusive ("confined to the left", "only in the right hemisphere")
+_EXCLUSIVE = re.compile(r"\b(?:confined|limited|restricted|isolated|localised|localized)\s+to\s+(?:the\s+)?$|"
+                        r"\b(?:only|solely|exclusively|purely|entirely|wholly|strictly)\s+(?:(?:with)?in\s+)?(?:the\s+)?$",
+                        re.I)
+# A lobe named as the seat of the lesion itself: "a left frontal mass", "left temporal glioma"
+_LESION_NOUN = re.compile(r"(?:\s+lobe)?\s+(?:\w+\s+)?(?:mass|lesion|tumou?r|glioma|meningioma|neoplasm|process|"
+                          r"abnormality)\b", re.I)
 _NUM = r"[-−]?\d+(?:\.\d+)?"
 # A number not glued to a word (T1, MNI152, H1, hex digests), an ordinal of a percentile, and its unit.
 _NUMBER = re.compile(r"(?<![\w.\-−])(?<![A-Za-z]-)([-−]?\d+(?:\.\d+)*)((?:st|nd|rd|th)(?=\s+percentile))?"
@@ -406,16 +415,20 @@ class _Checker:
                 self.add("region", m.group(), present, "not among the findings' regions", off + m.start())
         return found
 
-    def sides(self, s: str, off: int, neg, anatomy: list):
+    def sides(self, s: str, off: int, neg, anatomy: list, raw: str = ""):
         f = self.f
         for m in _SIDE.finditer(s):
             side = (m.group(1) or m.group(2)).lower()
             side = "bilateral" if side.startswith(("bilateral", "both")) else side
+            if side == "midline" and re.search(r"\b(?:cross\w*|across)\s+(?:the\s+)?$", s[:m.start()], re.I):
+                side = "bilateral"  # "crosses the midline" says both hemispheres
             negated = _inside(m.start(), neg)
             # A side written next to a region names that region's side, else the lesion's.
             near = [(a, key) for a, key in anatomy if 0 <= a.start() - m.end() <= 3]  # "right putamen"
             near = near or [(a, key) for a, key in anatomy  # "Insular Cortex (right)"
                             if re.fullmatch(r"\s*\(\s*", s[a.end():m.start()]) and m.start() > a.end()]
+            if not near and re.search(r"\|\s*$", raw[:m.start()]) and re.match(r"\s*\|", raw[m.end():]):
+                near = [(a, key) for a, key in anatomy if a.end() <= m.start()][-1:]  # a row "| Insula | right |"
             if near and not near[0][1].startswith(("group:", "other:")):
                 if negated:  # "the left putamen is spared": checked as that region's negation
                     continue
@@ -427,9 +440,40 @@ class _Checker:
                          "the findings' lesion side is " + (", ".join(sorted(f.sides)) or "not given"),
                          off + m.start())
             else:
-                self.add("laterality", m.group(), side in f.sides,
-                         "the findings' lesion side is " + (", ".join(sorted(f.sides)) or "not given"),
-                         off + m.start())
+                self.lesion_side(m, side, s, off, near[0] if near else None, neg)
+        for m in _UNILATERAL.finditer(s):
+            if not _inside(m.start(), neg):
+                self.add("laterality", m.group(), f.hemisphere in ("left", "right"),
+                         "the findings' lesion side is " + (f.hemisphere or "not given"), off + m.start())
+
+    def lesion_side(self, m: re.Match, side: str, s: str, off: int, near, neg):
+        """A side said of the lesion as a whole ("left-sided", "a left frontal mass", "confined to the left") is
+        checked against lesion.hemisphere, not against the union of its regions' sides: a bilateral lesion touches
+        left regions, yet is not a left-sided lesion."""
+        f = self.f
+        group = near[1] if near and near[1].startswith("group:") else None
+        exclusive = bool(_EXCLUSIVE.search(s[:m.start()]))
+        of_lesion = exclusive or group is None or bool(_LESION_NOUN.match(s, near[0].end()))
+        other = {"left": "right", "right": "left"}.get(side)
+        if other and f.hemisphere and of_lesion:
+            if exclusive:  # nothing at all on the other side
+                ok = f.hemisphere == side and other not in f.sides
+            elif f.hemisphere == "bilateral":  # only as one side of a two-sided description
+                ok = any((o.group(1) or o.group(2) or "").lower().startswith((other, "bilateral", "both", "midline"))
+                         and not _inside(o.start(), neg) for o in _SIDE.finditer(s))
+            else:
+                ok = f.hemisphere == side
+            reason = ("the findings' lesion " + ("crosses the midline (bilateral)" if f.hemisphere == "bilateral"
+                                                 else f"lies in the {f.hemisphere} hemisphere")
+                      + (f" and touches the {other}" if exclusive and ok is False and other in f.sides else ""))
+            self.add("laterality", m.group(), ok, reason, off + m.start())
+        elif other and group:  # "the left frontal lobe": a side of that lobe's involved regions
+            sides = {x for base, ss in f.regions.items() if group in _groups_of(base) for x in ss}
+            self.add("laterality", f"{m.group()} {near[0].group()}", side in sides,
+                     f"the findings do not place the {group[6:]} regions on the {side}", off + m.start())
+        else:
+            self.add("laterality", m.group(), side in f.sides,
+                     "the findings' lesion side is " + (", ".join(sorted(f.sides)) or "not given"), off + m.start())
 
     # -- numbers and unmeasured findings --------------------------------------------------------------------
     def numbers(self, s: str, off: int, taken: list, anatomy: list):
@@ -544,7 +588,7 @@ def verify(findings: dict, report: str) -> Verification:
         taken: list = []
         checker.tumour(plain, off, neg, taken)
         anatomy = checker.anatomy(plain, off, neg, taken)
-        checker.sides(plain, off, neg, anatomy)
+        checker.sides(plain, off, neg, anatomy, sentence)
         checker.unmeasured(plain, off, neg)
         checker.numbers(plain, off, taken, anatomy)
         checker.number_words(plain, off)
