@@ -195,3 +195,6 @@ def test_derived_inputs_keep_the_scans_geometry():
     assert np.allclose(slab.GetOrigin(), first) and slab.GetDirection() == scan.GetDirection()
     assert noise.GetSize() == scan.GetSize() and noise.GetOrigin() == scan.GetOrigin()
     assert noise.GetDirection() == scan.GetDirection() and sitk.GetArrayViewFromImage(noise).std() > 0.2
+    smooth = d["smooth_noise"]
+    assert smooth.GetSize() == scan.GetSize() and smooth.GetDirection() == scan.GetDirection()
+    assert 0 < sitk.GetArrayViewFromImage(smooth).std() < sitk.GetArrayViewFromImage(noise).std()

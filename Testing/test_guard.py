@@ -76,9 +76,11 @@ def test_the_shipped_check_belongs_to_the_shipped_weights():
     assert f["enhanced"] > 1000 and f["plain"] > 1000 and len(check["coef"]) == len(check["mean"])
 
 
-def test_pipeline_flags_noise_as_no_brain_and_a_slab_as_partial(ixi_path):
-    """Real registration: a volume of noise is no brain MRI; twelve 2 mm slices of a real head are a slab."""
+def test_pipeline_refuses_noise_and_flags_a_slab_as_partial(ixi_path):
+    """Real registration: a volume of noise is no brain MRI (refused before the model: no diagnosis); twelve 2 mm
+    slices of a real head are a slab (diagnosed, with a warning)."""
     from brainxai import pipeline
+    from brainxai.errors import BrainXAIError
     from brainxai.load import read_input
 
     image, info = read_input(ixi_path)
@@ -88,10 +90,10 @@ def test_pipeline_flags_noise_as_no_brain_and_a_slab_as_partial(ixi_path):
     noise.CopyInformation(image)
     slab = image[:, :, size[2] // 2 - 6: size[2] // 2 + 6]
     options = pipeline.Options(methods=("gradcam++",))
-    seen = {}
-    for name, volume in (("noise", noise), ("slab", slab)):
-        seen[name] = pipeline.analyse(volume, info, options).findings
-        findings_mod.validate(seen[name])
-    assert seen["noise"]["input_check"]["flags"][:1] == ["not_brain_mri"]
+    with pytest.raises(BrainXAIError, match="does not look like a brain MRI") as err:
+        pipeline.analyse(noise, info, options)
+    assert "\n" not in str(err.value) and "no diagnosis" in str(err.value)
+    seen = {"slab": pipeline.analyse(slab, info, options).findings}
+    findings_mod.validate(seen["slab"])
     assert "partial_brain" in seen["slab"]["input_check"]["flags"]
     assert any(w.startswith("Input check: the field of view holds only") for w in seen["slab"]["warnings"])

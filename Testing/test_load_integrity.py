@@ -16,8 +16,11 @@ SHAPE = (64, 64, 40)  # x, y, z as nibabel stores it
 
 
 def _head(seed=0):
+    """Tissue-like values in an ellipsoid, air (0) around it: what the not-an-MRI checks accept."""
     rng = np.random.default_rng(seed)
-    return (rng.random(SHAPE) * 100 + 10).astype(np.float32)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij")
+    inside = x**2 + y**2 + z**2 < 0.8
+    return np.where(inside, rng.random(SHAPE) * 100 + 10, 0).astype(np.float32)
 
 
 def _nifti(path, data=None, affine=None):
@@ -68,10 +71,10 @@ def test_corrupt_compressed_data_is_an_error(tmp_path):
 
 def test_nan_block_is_masked_with_a_counted_warning(tmp_path):
     data = _head()
-    data[10:20, 10:20, 10:20] = np.nan  # 1,000 voxels: SimpleITK turns them into 0 without a word
+    data[27:37, 27:37, 15:25] = np.nan  # 1,000 voxels: SimpleITK turns them into 0 without a word
     img, info = read_input(_nifti(tmp_path / "nan.nii.gz", data))
     arr = sitk.GetArrayViewFromImage(img)
-    assert np.isfinite(arr).all() and (arr[10:20, 10:20, 10:20] == 0).all()
+    assert np.isfinite(arr).all() and (arr[15:25, 27:37, 27:37] == 0).all()
     assert len(info.warnings) == 1 and "1,000 voxels" in info.warnings[0] and "NaN or infinite" in info.warnings[0]
 
 
@@ -162,7 +165,7 @@ def test_label_map_is_not_an_mri(tmp_path):
     labels = np.zeros((60, 128, 128), np.uint8)
     labels[20:40, 30:90, 30:90] = 1
     labels[25:35, 50:70, 50:70] = 2
-    _one_line_error(_volume(tmp_path, labels, "seg.nii.gz"), ["3 distinct integer values (0, 1, 2)", "label map"])
+    _one_line_error(_volume(tmp_path, labels, "seg.nii.gz"), ["3 distinct integer values (0, 1, 2)", "label map or segmentation"])
 
 
 def test_binary_image_of_int16_extremes_is_not_an_mri(tmp_path):

@@ -437,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "this run's training data with the same split, e.g. the packaged default)")
     t.set_defaults(func=_train)
 
+    q = sub.add_parser("check", help="the checks explain makes before its model runs, on files or whole folders "
+                                      "(exit 1 if any input is refused)")
+    q.add_argument("inputs", nargs="+", type=Path, help="files, DICOM folders, or folders to search")
+    q.add_argument("--register", action="store_true",
+                   help="also register each volume to MNI152 and apply the not-a-brain check (about 3 s a volume)")
+    q.add_argument("--json", type=Path, help="write every input's status to this JSON file")
+    q.add_argument("--quiet", action="store_true", help="only the summary line")
+    q.set_defaults(func=_check)
+
     k = sub.add_parser("fit-contrast-check", help="fit the input check's contrast read-out on model weights (LGG "
                                                   "pre/post training patients, healthy training heads, figshare)")
     k.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -460,6 +469,29 @@ def _llm_options(parser, required: bool = False) -> None:
 
 def _terminate(signum, frame):  # a parent's cancel (SIGTERM) unwinds like Ctrl-C: temporary output is removed
     raise KeyboardInterrupt
+
+
+def _check(args) -> int:
+    from tqdm import tqdm
+
+    from .preflight import check_all, write_json
+
+    bar = tqdm(unit="input", disable=args.quiet)
+
+    def progress(done: int, total: int):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    result = check_all(args.inputs, register=args.register, progress=progress)
+    bar.close()
+    for row in result["rows"]:
+        if row["status"] != "ok" and not args.quiet:
+            print(f"{row['status']}: {row['path']}: {row['message']}")
+    print(f"{result['inputs']} inputs: {result['ok']} ok, {result['warned']} read with a warning, "
+          f"{result['refused']} refused" + (" (with the brain check after registration)" if args.register else ""))
+    if args.json:
+        write_json(result, args.json)
+    return 1 if result["refused"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:

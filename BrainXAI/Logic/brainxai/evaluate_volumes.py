@@ -170,7 +170,7 @@ SLAB_MM = 30.0  # a derived input that misses most of the brain: this much of th
 
 def derived_inputs(image: sitk.Image, seed: int = 0) -> dict[str, sitk.Image]:
     """Inputs the check must catch, made from a real scan: a slab of SLAB_MM across its longest physical axis
-    (partial brain) and uniform noise on its grid (not a brain MRI)."""
+    (partial brain), and uniform and smooth (Gaussian, 4 voxels) noise on its grid (not a brain MRI)."""
     size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
     axis = int(np.argmax(size * spacing))
     keep = max(8, int(round(SLAB_MM / spacing[axis])))
@@ -180,20 +180,30 @@ def derived_inputs(image: sitk.Image, seed: int = 0) -> dict[str, sitk.Image]:
     slab = sitk.RegionOfInterest(image, extent, index)
     noise = sitk.GetImageFromArray(np.random.default_rng(seed).random(size[::-1]).astype(np.float32))
     noise.CopyInformation(image)
-    return {"slab": slab, "noise": noise}
+    smooth = sitk.SmoothingRecursiveGaussian(noise, 4.0 * min(image.GetSpacing()))
+    return {"slab": slab, "noise": noise, "smooth_noise": smooth}
 
 
 def derived_input_flags(image: sitk.Image) -> dict[str, list[str] | str]:
-    """The input check's flags on each derived input (registration and check only; a refusal is a catch too)."""
+    """The input check's flags on each derived input: the load stage's checks, the registration and its brain check
+    as explain makes them (a refusal is a catch too), then the flags."""
     from . import guard, register
+    from .load import check_image
 
     out = {}
     for name, variant in derived_inputs(image).items():
         try:
-            out[name] = guard.check(register.register_to_mni(variant), None)["flags"]
+            variant, _ = check_image(variant, name)
+            reg = register.register_to_mni(variant)
+            guard.refuse_if_not_brain(reg, name)
+            out[name] = guard.check(reg, None)["flags"]
         except BrainXAIError as exc:
             out[name] = f"refused: {exc}"
     return out
+
+
+def _rate_of(hits: list[bool]) -> float | None:
+    return float(np.mean(hits)) if hits else None
 
 
 def input_check_rates(rows: list[dict]) -> dict:
@@ -207,7 +217,9 @@ def input_check_rates(rows: list[dict]) -> dict:
                           "slab_flagged_partial_or_refused": float(np.mean(
                               [isinstance(d["slab"], str) or "partial_brain" in d["slab"] for d in derived])),
                           "noise_flagged_not_brain_or_refused": float(np.mean(
-                              [isinstance(d["noise"], str) or "not_brain_mri" in d["noise"] for d in derived]))}
+                              [isinstance(d["noise"], str) or "not_brain_mri" in d["noise"] for d in derived])),
+                          "smooth_noise_refused": _rate_of([isinstance(d["smooth_noise"], str)
+                                                            for d in derived if "smooth_noise" in d])}
     for contrast in (*CONTRAST, None):
         group = [r for r in rows if r.get("contrast") == contrast]
         if group:
@@ -291,7 +303,8 @@ def render_markdown(m: dict) -> str:
     if d:
         lines += ["", f"Derived from each of the {d['volumes']} scans: a {SLAB_MM:g} mm slab across its longest axis "
                   f"flagged partial brain (or refused) {_fmt(d['slab_flagged_partial_or_refused'])}; noise on its grid "
-                  f"flagged not a brain MRI (or refused) {_fmt(d['noise_flagged_not_brain_or_refused'])}."]
+                  f"flagged not a brain MRI (or refused) {_fmt(d['noise_flagged_not_brain_or_refused'])}; smooth noise "
+                  f"refused {_fmt(d.get('smooth_noise_refused'))}."]
     lines += ["", "| volume | reference | diagnosis | p(reference) | lesion mL | Dice | peak in tumour | "
               "centroid in tumour | regions | input check |", "|---|---|---|---:|---:|---:|---|---|---:|---|"]
     for r in m["volumes"]:

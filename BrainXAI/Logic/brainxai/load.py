@@ -83,10 +83,11 @@ def read_input(path: str | Path, assume_geometry: bool = False) -> tuple[sitk.Im
         if path.is_dir():
             img = _read_dicom_series(path)
         else:
-            _check_declared_size(path)
             sheared = False
-            if fmt == "NIfTI":
+            if fmt == "NIfTI":  # its own, stricter size check: before ITK reads (and warns about) the header
                 notes, sheared = _check_nifti(path, assume_geometry)
+            else:
+                _check_declared_size(path)
             img = _read_sheared_nifti(path) if sheared else sitk.ReadImage(str(path))
     except BrainXAIError:
         raise
@@ -256,13 +257,13 @@ def check_image(img: sitk.Image, name: str) -> tuple[sitk.Image, list[str]]:
         arr = sitk.GetArrayViewFromImage(img)
     if float(arr.max()) == float(arr.min()):
         raise BrainXAIError(f"{name} is constant (all voxels {float(arr.min()):g}): it holds no image")
-    problem = not_an_mri(arr)
-    if problem:
-        raise BrainXAIError(f"{name} {problem}: give the MRI scan itself")
     size, spacing = np.array(img.GetSize()), np.array(img.GetSpacing())
     inplane = np.sort(size)[-2:]
     if inplane.min() < MIN_INPLANE_VOXELS:
         raise BrainXAIError(f"{name} is too small ({'x'.join(map(str, size))} voxels) to be a brain MRI: need at least {MIN_INPLANE_VOXELS} voxels in-plane")
     if size.min() > 1 and np.sort(size * spacing)[-2:].min() < MIN_EXTENT_MM:
         raise BrainXAIError(f"{name} covers only {np.round(size * spacing, 1).tolist()} mm: too small to be a brain; check its spacing")
+    problem = not_an_mri(arr)
+    if problem:
+        raise BrainXAIError(f"{name} {problem}: give the MRI scan itself")
     return img, notes
