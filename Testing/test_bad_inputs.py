@@ -46,3 +46,20 @@ def test_explain_refuses_each_in_one_line_and_writes_nothing(corpus, tmp_path, c
         assert "Traceback" not in captured.err + captured.out, r["name"]
         assert not out.exists(), r["name"]
         assert not list(tmp_path.glob(f"*out{i}*")), r["name"]  # no temporary sibling left behind either
+
+
+def test_check_command_lists_refusals_and_exits_1(corpus, capsys):
+    folder = Path(corpus[0]["path"]).parent
+    code = cli.main(["check", str(folder)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "refused: " in out and "truncated.nii.gz" in out
+    summary = out.strip().splitlines()[-1]
+    assert summary.endswith("refused") and " inputs: " in summary
+
+
+def test_check_command_passes_a_good_scan(tmp_path, capsys):
+    path = tmp_path / "phantom.nii.gz"
+    sitk.WriteImage(make_phantom(), str(path))
+    assert cli.main(["check", str(path), "--register", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == "1 inputs: 1 ok, 0 read with a warning, 0 refused (with the brain check after registration)"
