@@ -202,8 +202,6 @@ def test_colour_photograph_is_not_an_mri_slice(tmp_path):
 
 def test_greyscale_slices_stored_as_rgb_jpeg_pass_the_colour_check(data_dir):
     """No false alarms: Br35H stores some slices as RGB JPEGs; every one of a sample reads as grey."""
-    from brainxai.load import MAX_CHROMA  # noqa: F401  (the limit the check uses)
-
     files = sorted((data_dir / "br35h_no_tumor").glob("*.jp*g"))[::10]
     assert len(files) >= 50
     for path in files:

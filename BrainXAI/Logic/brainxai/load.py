@@ -166,12 +166,13 @@ def _check_nifti(path: Path, assume_geometry: bool) -> tuple[list[str], bool]:
                                     f"GiB): more than the {MAX_VOXEL_BYTES / 1024**3:.0f} GiB any brain MRI needs, so "
                                     "it was not read; check the file's header")
             offset, need = int(hdr.get_data_offset()), int(nbytes)
+            keep = offset + need if dtype.kind == "f" else 0  # only float voxels can be NaN/Inf: keep them to count
             f.seek(0)
             buf = bytearray()
             while chunk := f.read(_CHUNK):  # to the end: decompression must reach the end-of-stream and CRC
                 received += len(chunk)
-                if len(buf) < offset + need:
-                    buf += chunk[: offset + need - len(buf)]
+                if len(buf) < keep:
+                    buf += chunk[: keep - len(buf)]
     except BrainXAIError:
         raise
     except (EOFError, OSError, zlib.error) as exc:
@@ -181,7 +182,7 @@ def _check_nifti(path: Path, assume_geometry: bool) -> tuple[list[str], bool]:
                             "voxel data its header declares; copy the file again")
     notes: list[str] = []
     if dtype.kind == "f":
-        data = np.frombuffer(bytes(buf[offset:offset + need]), dtype=dtype)
+        data = np.frombuffer(buf, dtype=dtype, count=need // dtype.itemsize, offset=offset)
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad == data.size:
             raise BrainXAIError(f"{name} has no finite voxel (all NaN or infinite): it holds no image")
