@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from brainxai import cache
 
@@ -49,3 +50,20 @@ def test_damaged_entry_is_rebuilt_and_unwritable_cache_is_not_an_error(tmp_path,
     out = cache.derived_arrays("thing", source, lambda: {"a": np.zeros(2)})
     np.testing.assert_array_equal(out["a"], np.zeros(2))
     assert not any(name.endswith(".npz") for name in os.listdir(tmp_path))  # no stray temporary files
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_bit_flipped_entry_is_rebuilt_never_read(tmp_path, monkeypatch, compress):
+    """A damaged entry that still parses as a zip would give wrong atlas maps: the zip's CRC must catch it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"atlas")
+    arrays = {"a": np.arange(100_000, dtype=np.float32)}
+    cache.derived_arrays("thing", source, lambda: arrays, compress=compress)
+    entry = cache.cache_file("thing", source)
+    damaged = bytearray(entry.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # inside the array's bytes
+    entry.write_bytes(bytes(damaged))
+    calls = []
+    out = cache.derived_arrays("thing", source, lambda: calls.append(1) or arrays, compress=compress)
+    assert calls == [1] and np.array_equal(out["a"], arrays["a"])

@@ -143,10 +143,11 @@ def test_builtin_reports_of_real_scans_pass_the_grounding_check(brats_cli, ixi_r
     """On real outputs (2 mm IXI: the template's name '..._1mm_...' must not read as a size claim)."""
     from brainxai.verify import verify
 
-    for out in (brats_cli[1], ixi_result[1]):
+    # a tumour-free head's report is short (no lesion, no region table), yet it still makes checkable claims
+    for out, least in ((brats_cli[1], 50), (ixi_result[1], 25)):
         findings = json.loads((out / "findings.json").read_text(encoding="utf-8"))
         result = verify(findings, (out / "report.md").read_text(encoding="utf-8"))
-        assert result.ok and len(result.claims) > 50, [c.line() for c in result.unsupported]
+        assert result.ok and len(result.claims) > least, [c.line() for c in result.unsupported]
 
 
 def test_healthy_ixi_is_called_no_tumor(ixi_result):

@@ -133,6 +133,20 @@ def test_true_statements_in_other_words_pass(text):
     assert result.ok, [c.line() for c in result.unsupported]
 
 
+@pytest.mark.parametrize("text, ok", [
+    ("Review the scan if a lesion is suspected.", True),
+    ("Whether a mass is present cannot be judged on this sequence.", True),
+    ("There is a lesion.", False),
+    ("If anything, a mass is present.", False),  # the condition ends at the comma
+])
+def test_a_condition_is_not_a_finding_in_a_tumour_free_scan(text, ok):
+    """Found by the suite: a no_tumor report quoting the findings' own warning ('... review the scan if a lesion is
+    suspected') was flagged as asserting a lesion."""
+    result = verify(test_findings.no_tumor_case(), text)
+    assert result.ok == ok and all(c.kind == "tumour_type" for c in result.unsupported), [c.line() for c in
+                                                                                           result.claims]
+
+
 def test_a_report_that_says_nothing_does_not_state_the_diagnosis():
     assert not verify(glioma_case(), "I'm sorry, I can't provide a medical report.").states_diagnosis
     assert verify(glioma_case(), "Glioma favoured (0.93).").states_diagnosis

@@ -237,21 +237,29 @@ def load_model(path: str | Path | None = None) -> LoadedModel:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem means the same thing to the user
         raise BrainXAIError(f"cannot read model weights {path}: {exc.__class__.__name__}; re-train or reinstall") from exc
-    cfg = ModelConfig.from_dict(ckpt["config"])
-    with torch.device("meta"):  # no random initialisation of weights that are replaced at once
-        net = build_network(cfg)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()},
-                        assign=True)
-    net.eval()
-    meta = ckpt.get("meta", {})
     card_path = path.with_suffix(".json")
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    sha256 = _sha256(path)
+    if card.get("weights_sha256", sha256) != sha256:  # a damaged or swapped file must not give a wrong answer
+        raise BrainXAIError(f"model weights {path} do not match their card {card_path.name} (sha256 {sha256[:12]}, "
+                            f"card {card['weights_sha256'][:12]}): the file is damaged or was replaced; reinstall")
+    try:
+        cfg = ModelConfig.from_dict(ckpt["config"])
+        with torch.device("meta"):  # no random initialisation of weights that are replaced at once
+            net = build_network(cfg)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()},
+                            assign=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise BrainXAIError(f"model weights {path} are not a BrainXAI checkpoint ({exc.__class__.__name__}): "
+                            "re-train or reinstall") from exc
+    net.eval()
+    meta = ckpt.get("meta", {})
     return LoadedModel(
         net=net,
         cfg=cfg,
         name=meta.get("name", f"unet-{cfg.encoder}-dualhead"),
         version=meta.get("version", "unknown"),
-        sha256=_sha256(path),
+        sha256=sha256,
         card=card,
         path=path,
     )

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import CLASSES, __version__
-from . import atlas, findings as findings_mod, guard, preprocess, register, report, threshold
+from . import atlas, findings as findings_mod, guard, output, preprocess, register, report, threshold
 from .errors import BrainXAIError
 from .explain import check_names
 from .load import InputInfo, read_input
@@ -398,8 +398,10 @@ def write_outputs(result: Result, out_dir: str | Path, overwrite: bool = False) 
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, (OSError, RuntimeError)):  # disk full, no permission, a writer's failure: one line
+            raise output.write_error(exc, out_dir.parent) from exc
         raise
     return out_dir
 
@@ -418,13 +420,14 @@ def explain(
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and not overwrite:  # refuse before spending minutes on the work
         raise BrainXAIError(f"output folder {out.resolve()} is not empty: choose another --out or pass --overwrite")
-    if input_path is None:
-        from .phantom import PHANTOM_WARNING, make_phantom
+    with output.claim(out):  # one run per folder; what a killed run left there is cleared first
+        if input_path is None:
+            from .phantom import PHANTOM_WARNING, make_phantom
 
-        image, info, phantom, notes = make_phantom(), InputInfo("volume", "synthetic"), True, [PHANTOM_WARNING]
-    else:
-        (image, info), phantom, notes = read_input(input_path, assume_geometry), False, []
-    result = analyse(image, info, options, phantom=phantom, warnings=notes, progress=progress, cancel=cancel)
-    write_outputs(result, out_dir, overwrite)
+            image, info, phantom, notes = make_phantom(), InputInfo("volume", "synthetic"), True, [PHANTOM_WARNING]
+        else:
+            (image, info), phantom, notes = read_input(input_path, assume_geometry), False, []
+        result = analyse(image, info, options, phantom=phantom, warnings=notes, progress=progress, cancel=cancel)
+        write_outputs(result, out_dir, overwrite)
     return result
 

@@ -236,8 +236,16 @@ class BackgroundExplain:
         """Block until the child ends; raise BrainXAIError with its message if it failed."""
         code = self._child.wait(timeout)
         self.poll()
-        if self._forced:
+        if self._forced or code < 0:  # killed: it had no chance to remove its staging folder
             self._remove_temporaries()
+        if code < 0 and not self.cancelled:  # POSIX: ended by a signal it did not handle (the OOM killer: SIGKILL)
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            raise BrainXAIError(f"the background BrainXAI process was killed ({name}"
+                                f"{', perhaps out of memory' if name == 'SIGKILL' else ''}) before it finished: "
+                                "nothing was written or loaded; run it again")
         if code != 0:
             raise BrainXAIError(self.error() or f"brainxai explain ended with code {code}")
         return code

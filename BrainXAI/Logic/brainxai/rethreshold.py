@@ -5,6 +5,7 @@ No model and no torch: the Slicer panel's threshold slider calls this in the GUI
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -13,8 +14,31 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import findings as findings_mod, register, report, threshold
+from . import findings as findings_mod, output, register, report, threshold
 from .errors import BrainXAIError
+
+# Written into the staging folder once every new file is there: from then on an interrupted rethreshold is finished
+# by the next call (roll forward), before that it never touched the folder (roll back = delete the staging).
+_JOURNAL = "commit.json"
+
+
+def _commit(staging: Path, out: Path) -> None:
+    plan = json.loads((staging / _JOURNAL).read_text(encoding="utf-8"))
+    for name in plan["remove"]:
+        (out / name).unlink(missing_ok=True)
+    for source, target in plan["moves"]:  # findings and report last: a reader never sees them ahead of the masks
+        if (staging / source).exists():
+            os.replace(staging / source, out / target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def finish_interrupted(out_dir: str | Path) -> None:
+    """Complete (or drop) what an interrupted rethreshold of OUT left, so masks, findings and report agree."""
+    for staging in sorted(Path(out_dir).glob(".rethreshold.*")):
+        if (staging / _JOURNAL).is_file():
+            _commit(staging, Path(out_dir))
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
 
 def rethreshold(out_dir: str | Path, method: str, percentile: float) -> tuple[np.ndarray, dict]:
     """Threshold a written result's heatmap at another percentile, without re-running the model.
@@ -24,7 +48,12 @@ def rethreshold(out_dir: str | Path, method: str, percentile: float) -> tuple[np
     report are rewritten in `out_dir`, each file replaced whole, and an LLM report written for the old threshold
     is removed; overview.png keeps the original threshold.
     Returns (mask as a (k, j, i) array on the input grid, updated findings)."""
-    out = Path(out_dir)
+    with output.claim(out_dir) as out:  # not while an explain or another rethreshold writes the same folder
+        finish_interrupted(out)
+        return _rethreshold(out, method, percentile)
+
+
+def _rethreshold(out: Path, method: str, percentile: float) -> tuple[np.ndarray, dict]:
     result_findings = findings_mod.read_findings(out / "findings.json")
     entry = next((e for e in result_findings["explanations"] if e["method"] == method), None)
     if entry is None:
@@ -49,21 +78,25 @@ def rethreshold(out_dir: str | Path, method: str, percentile: float) -> tuple[np
     staged = tempfile.mkdtemp(prefix=".rethreshold.", dir=out)
     try:
         staging = Path(staged)
-        writes = {out / f"mask_{method}.nii.gz": staging / f"mask_{method}.nii.gz"}
-        sitk.WriteImage(mask_image, str(writes[out / f"mask_{method}.nii.gz"]), useCompression=True)
-        mni_mask, tfm = out / "mni" / f"mask_{method}.nii.gz", out / "transform_to_mni.tfm"
-        if mni_mask.is_file() and tfm.is_file():
-            writes[mni_mask] = staging / "mni_mask.nii.gz"
+        moves = [(f"mask_{method}.nii.gz", f"mask_{method}.nii.gz")]
+        sitk.WriteImage(mask_image, str(staging / moves[0][0]), useCompression=True)
+        tfm = out / "transform_to_mni.tfm"
+        if (out / "mni" / f"mask_{method}.nii.gz").is_file() and tfm.is_file():
+            moves.append(("mni_mask.nii.gz", f"mni/mask_{method}.nii.gz"))
             sitk.WriteImage(register.resample_to_mni(mask_image, register.load_transform(tfm), "nearest"),
-                            str(writes[mni_mask]), useCompression=True)
+                            str(staging / "mni_mask.nii.gz"), useCompression=True)
         findings_mod.write_findings(result_findings, staging / "findings.json")
         report.write_report(result_findings, staging)
-        for name in ("findings.json", "report.md", "report.html"):
-            writes[out / name] = staging / name
-        for target, source in writes.items():  # each file is replaced whole, never left half-written
-            os.replace(source, target)
-        for stale in out.glob("report_llm.*"):  # written for the old threshold: no longer what the findings say
-            stale.unlink()
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        moves += [(name, name) for name in ("report.md", "report.html", "findings.json")]
+        # an LLM report written for the old threshold no longer says what the findings say
+        plan = {"moves": moves, "remove": sorted(p.name for p in out.glob("report_llm.*"))}
+        (staging / f"{_JOURNAL}.tmp").write_text(json.dumps(plan), encoding="utf-8")
+        os.replace(staging / f"{_JOURNAL}.tmp", staging / _JOURNAL)
+        _commit(staging, out)
+    except BaseException as exc:
+        if not (Path(staged) / _JOURNAL).is_file():  # not yet committed: the folder is as it was
+            shutil.rmtree(staged, ignore_errors=True)
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise output.write_error(exc, out) from exc
+        raise
     return mask, result_findings

@@ -17,7 +17,7 @@ from . import CLASSES, __version__
 from .data import CALIBRATION_FRACTION, GAP, VAL_FRACTION, load_split
 from .errors import BrainXAIError
 from .evaluate import classification_metrics, slice_dices
-from .model import (build_network, fast_precision_available, init_from_imagenet, local_imagenet_weights,
+from .model import (_sha256, build_network, fast_precision_available, init_from_imagenet, local_imagenet_weights,
                     save_checkpoint)
 from .model_config import DEEPEST, ModelConfig
 
@@ -293,6 +293,7 @@ def train(
     save_checkpoint(net.to(memory_format=torch.contiguous_format), cfg, out, meta)
     card = {
         **meta,
+        "weights_sha256": _sha256(out),  # load_model refuses a weights file that does not match its card
         "date": date.today().isoformat(),
         "architecture": f"segmentation-models-pytorch Unet, encoder {cfg.encoder} "
         f"({cfg.pretrained if init is not None else 'ImageNet-initialised' if cfg.pretrained else 'from scratch'}), "

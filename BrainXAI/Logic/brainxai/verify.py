@@ -78,6 +78,8 @@ _ASSERTED_BEFORE = re.compile(r"(?:\b(?:a|an|one|there is|there are|shows?|demon
                               r"suggest\w*)\b)(?:\s+[\w.%-]+){0,4}\s*$", re.I)
 _ASSERTED_AFTER = re.compile(r"\s+(?:is|was|are|were)\s+(?:\w+\s+)?(?:present|seen|identified|noted|centred|"
                              r"centered|located|detected|visible|demonstrated)\b", re.I)
+# "review the scan if a lesion is suspected": a condition, not a finding.
+_HYPOTHETICAL = re.compile(r"\b(?:if|unless|whether|in case)\b[^,;:.]*$", re.I)
 _NEGATION = re.compile(r"\b(?:no|not|without|absence of|absent|negative for|free of|neither|nor|excludes?|"
                        r"rules? out|spares|sparing|none|uninvolved)\b|n't\b", re.I)
 # "X is spared": the negation governs what comes before it in the clause.
@@ -389,7 +391,7 @@ class _Checker:
             if _inside(m.start(), neg):
                 self.add("negation", s[max(0, m.start() - 12):m.end()].strip(), f.label == "no_tumor" or f.lesion_ml == 0,
                          f"the findings report a {f.lesion_ml:g} mL lesion ({f.label})", off + m.start())
-            elif f.label == "no_tumor" and f.lesion_ml == 0 and (
+            elif f.label == "no_tumor" and f.lesion_ml == 0 and not _HYPOTHETICAL.search(s[:m.start()]) and (
                     _ASSERTED_BEFORE.search(s[:m.start()]) or _ASSERTED_AFTER.match(s[m.end():])):
                 self.add("tumour_type", m.group(), False, "the findings report no tumour and no lesion",
                          off + m.start())
