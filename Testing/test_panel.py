@@ -178,6 +178,25 @@ def test_cancel_returns_at_once_and_keeps_nothing(panel):
     assert controller.view().apply_text == "Apply" and controller.view().apply_enabled
 
 
+def test_a_killed_background_process_is_one_message_and_the_next_apply_works(panel):
+    """The OOM killer (or a crash) ends the child mid-run: one line, the scene as it was, Apply works again."""
+    import os
+    import signal
+
+    scene, controller, host, _, _ = panel
+    nodes = scene.GetNumberOfNodes()
+    controller.apply()
+    wait_for(controller, stages=("register", "load", "model"))
+    os.killpg(controller.session.job._proc.pid, signal.SIGKILL)
+    wait_for(controller, timeout=60)
+    assert len(host.errors) == 1 and "was killed (SIGKILL, perhaps out of memory)" in host.errors[0], host.errors
+    assert controller.result is None and controller.session.work_dirs == [] and scene.GetNumberOfNodes() == nodes
+    assert controller.view().apply_text == "Apply" and controller.view().apply_enabled
+    controller.apply()
+    wait_for(controller, timeout=600)
+    assert len(host.errors) == 1 and controller.result is not None
+
+
 def test_a_failed_run_is_one_line_and_leaves_nothing(panel):
     scene, controller, host, _, _ = panel
     tiny = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "tiny scan")
