@@ -34,6 +34,29 @@ def _patch(raw: bytes, fmt: str, offset: int, *values) -> bytes:
     return bytes(b)
 
 
+def _dicom_series(folder: Path, vol: np.ndarray, spacing, uid: str, description: str = "T1 post contrast",
+                  steps=None, tilt_mm: float = 0.0, skip=()) -> Path:
+    """VOL (z, y, x) as one classic MR DICOM file per slice; STEPS: slice positions (mm) in place of a uniform grid,
+    TILT_MM: how far each slice shifts posteriorly (a gantry tilt), SKIP: slices left out."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(len(vol)):
+        if k in skip:
+            continue
+        z = steps[k] if steps is not None else k * spacing[2]
+        image = sitk.GetImageFromArray(vol[k].astype(np.int16))
+        image.SetSpacing(spacing[:2])
+        for key, value in {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0008|0018": f"{uid}.{k + 1}",
+                           "0020|000d": "1.2.826.0.1.3680043.2.1125.1", "0020|000e": uid, "0008|103e": description,
+                           "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0032": f"-90\\{-110 + k * tilt_mm}\\{z - 60}",
+                           "0020|0013": str(k + 1), "0018|0050": str(spacing[2])}.items():
+            image.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"S{uid.rsplit('.', 1)[-1]}_IM{k:04d}.dcm"))
+        writer.Execute(image)
+    return folder
+
+
 def make_corpus(out: Path, volume: Path, jpeg: Path | None = None) -> list[dict]:
     """Write every kind under OUT (one file or folder each); returns [{name, path, expected}]."""
     out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +150,43 @@ def make_corpus(out: Path, volume: Path, jpeg: Path | None = None) -> list[dict]
     p = folder / "scan ünïcode.nii.gz"
     p.write_bytes(full)
     add("path with spaces and non-ASCII", "ok", p)
+    # DICOM: the volume as classic single-frame slices (z, y, x), then what goes wrong with real exports.
+    vol = np.clip(arr.T / max(float(arr.max()), 1e-6) * 2000, 0, 2000)
+    sp = [float(v) for v in src.header.get_zooms()[:3]]
+    uid = "1.2.826.0.1.3680043.2.1125.9"
+    add("DICOM series", "ok", _dicom_series(out / "dicom_ok", vol, sp, uid + ".1"))
+    both = _dicom_series(out / "dicom_two_series", vol, sp, uid + ".2", "T1 pre contrast")
+    add("DICOM folder with two series", "refused", _dicom_series(both, vol, sp, uid + ".3"))
+    scout = _dicom_series(out / "dicom_with_localiser", vol, sp, uid + ".4")
+    add("DICOM series and a 3-image localiser", "warned",
+        _dicom_series(scout, vol[:: max(1, len(vol) // 3)][:3], sp, uid + ".5", "localiser"))
+    add("DICOM missing slice in the middle", "refused",
+        _dicom_series(out / "dicom_missing_slice", vol, sp, uid + ".6", skip=(len(vol) // 2,)))
+    uneven = np.cumsum([0.0] + [sp[2] * (1.0 if k % 2 else 1.6) for k in range(len(vol) - 1)])
+    add("DICOM non-uniform slice spacing", "refused",
+        _dicom_series(out / "dicom_uneven", vol, sp, uid + ".7", steps=uneven))
+    add("DICOM gantry tilt (15 degrees)", "warned",
+        _dicom_series(out / "dicom_tilt", vol, sp, uid + ".8", tilt_mm=sp[2] * np.tan(np.radians(15))))
+    p = out / "dicom_multiframe"
+    p.mkdir(exist_ok=True)
+    frames = sitk.GetImageFromArray(vol.astype(np.uint16))
+    frames.SetSpacing(sp)
+    sitk.WriteImage(frames, str(p / "multiframe.dcm"))
+    add("multi-frame DICOM object", "refused", p)
+    p = out / "dicom_rgb"
+    p.mkdir(exist_ok=True)
+    mid8 = (vol[len(vol) // 2] / 2000 * 255).astype(np.uint8)
+    sitk.WriteImage(sitk.Compose(*[sitk.GetImageFromArray(mid8)] * 3), str(p / "secondary_capture.dcm"))
+    add("RGB secondary capture DICOM", "refused", p)
+    huge = _dicom_series(out / "dicom_huge", vol[:12, :8, :8], sp, uid + ".10")
+    for f in huge.iterdir():  # rows and columns (US) patched to 65535: 12 x 65535^2 x 2 bytes declared
+        raw_dcm = f.read_bytes()
+        for tag in (b"\x28\x00\x10\x00", b"\x28\x00\x11\x00"):  # the value sits 8 bytes on, explicit VR or not
+            at = next(i for i in range(len(raw_dcm)) if raw_dcm.startswith(tag, i)
+                      and raw_dcm[i + 4:i + 8] in (b"US\x02\x00", b"\x02\x00\x00\x00")) + 8
+            raw_dcm = raw_dcm[:at] + struct.pack("<H", 65535) + raw_dcm[at + 2:]
+        f.write_bytes(raw_dcm)
+    add("DICOM header declaring 65535 x 65535 pixels", "refused", huge)
     p = out / "empty_folder"
     p.mkdir(exist_ok=True)
     add("folder without DICOM", "refused", p)

@@ -206,3 +206,45 @@ def test_greyscale_slices_stored_as_rgb_jpeg_pass_the_colour_check(data_dir):
     assert len(files) >= 50
     for path in files:
         read_input(path)
+
+
+def _linear_series(folder, tilt_mm=0.0, uid="1.2.826.0.1.3680043.2.1125.77"):
+    """A DICOM series whose every pixel holds a linear function of its own LPS position (so trilinear resampling
+    reproduces it exactly): where a voxel ends up can be read from its value."""
+    from bad_inputs import _dicom_series
+
+    sp, n, size = (2.0, 1.6, 3.0), 24, 80
+    j, i = np.mgrid[:size, :size]
+    head = (i - size / 2) ** 2 + (j - size / 2) ** 2 < (0.4 * size) ** 2  # with background around it, as a scan has
+    vol = np.stack([head * (3 * (-90 + i * sp[0]) + 2 * (-110 + k * tilt_mm + j * sp[1]) + 5 * (k * sp[2] - 60)
+                            + 2000) for k in range(n)])
+    return _dicom_series(folder, vol, sp, uid, tilt_mm=tilt_mm), lambda p: 3 * p[0] + 2 * p[1] + 5 * p[2] + 2000
+
+
+@pytest.mark.parametrize("tilt_degrees", [0.0, 20.0])
+def test_a_dicom_voxel_keeps_its_position_with_and_without_gantry_tilt(tmp_path, tilt_degrees):
+    folder, value_at = _linear_series(tmp_path / "s", tilt_mm=3.0 * np.tan(np.radians(tilt_degrees)))
+    img, info = read_input(folder)
+    assert (tilt_degrees > 0) == any("gantry tilt of 20.0 degrees" in w for w in info.warnings)
+    from scipy.ndimage import minimum_filter
+
+    arr = sitk.GetArrayFromImage(img)
+    inside = np.argwhere(minimum_filter(arr, size=5, mode="constant") > 0)  # away from the background's blend
+    errors = [abs(arr[k, j, i] - value_at(img.TransformIndexToPhysicalPoint((int(i), int(j), int(k)))))
+              for k, j, i in inside[np.random.default_rng(0).choice(len(inside), 400, replace=False)]]
+    assert np.max(errors) < 1.5, np.max(errors)
+
+
+def test_a_folder_with_two_series_is_refused_unless_one_is_chosen(tmp_path):
+    from bad_inputs import _dicom_series
+
+    vol = np.random.default_rng(1).integers(100, 1000, (12, 64, 64))
+    vol[:, :8], vol[:, -8:], vol[:, :, :8], vol[:, :, -8:] = 0, 0, 0, 0  # background at the edges, as a scan has
+    _dicom_series(tmp_path / "d", vol, (2.0, 2.0, 4.0), "1.2.826.0.1.3680043.2.1125.81", "T1 pre contrast")
+    _dicom_series(tmp_path / "d", vol * 2, (2.0, 2.0, 4.0), "1.2.826.0.1.3680043.2.1125.82")
+    with pytest.raises(BrainXAIError, match=r"holds 2 DICOM series: .*\.81 \(T1 pre contrast, 12 files\).*--series"):
+        read_input(tmp_path / "d")
+    img, _ = read_input(tmp_path / "d", series="1.2.826.0.1.3680043.2.1125.82")
+    np.testing.assert_allclose(sitk.GetArrayFromImage(img), vol * 2)
+    with pytest.raises(BrainXAIError, match="no DICOM series 9.9 in"):
+        read_input(tmp_path / "d", series="9.9")

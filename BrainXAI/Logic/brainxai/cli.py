@@ -46,7 +46,7 @@ def _explain(args) -> int:
     )
     try:
         result = explain(args.input, args.out, opts, overwrite=args.overwrite, progress=progress,
-                         assume_geometry=args.assume_geometry)
+                         assume_geometry=args.assume_geometry, series=args.series)
     finally:
         for bar in bars:
             bar.close()
@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--assume-geometry", action="store_true",
                    help="read a NIfTI whose header has no usable voxel size or orientation as ITK defaults it "
                         "(recorded as a warning: sizes, regions and left/right are then unverified)")
+    e.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read when a DICOM folder holds several")
     e.add_argument("--methods", default="gradcam,gradcam++,scorecam", help=f"comma-separated, from: {', '.join(METHODS)}")
     e.add_argument("--threshold", type=float, default=90.0, help="heatmap percentile (in-brain) for the masks")
     e.add_argument("--model", type=Path, help="weights file (default: the packaged model)")

@@ -43,15 +43,115 @@ def _format_of(path: Path) -> str:
     return "other"  # any other format SimpleITK reads; the findings schema allows only known names
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
+# A folder's other series with fewer files than this are localisers / scouts, not the volume to analyse.
+MIN_SERIES_FILES = 10
+MAX_TILT_DEGREES = 0.5  # below this a tilted series is read as if orthogonal (< 0.1 voxel across a head)
+SPACING_TOLERANCE = 0.05  # slice steps may differ by 5 % (rounding in the scanner's positions)
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+
+
+def _dicom_tags(path: str) -> dict[str, str]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()  # the header only
+    return {k: reader.GetMetaData(k).strip() for k in reader.GetMetaDataKeys()}
+
+
+def _floats(value: str | None) -> np.ndarray | None:
+    try:
+        return np.array([float(v) for v in value.split("\\")]) if value else None
+    except ValueError:
+        return None
+
+
+def _choose_series(folder: Path, series: str | None) -> tuple[list[str], list[str]]:
     ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not ids:
         raise BrainXAIError(f"no DICOM series in folder {folder}: give a folder of DICOM files or a volume file")
-    # Several series in one folder: take the one with most slices (the volume, not a localiser).
-    files = max((sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), i) for i in ids), key=len)
+    files = {i: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), i)) for i in ids}
+    if series is not None:
+        if series not in files:
+            raise BrainXAIError(f"no DICOM series {series} in {folder}: it holds {', '.join(files)}")
+        return files[series], []
+    volumes = [i for i in ids if len(files[i]) >= MIN_SERIES_FILES]
+    if len(ids) == 1 or len(volumes) == 1:
+        chosen = ids[0] if len(ids) == 1 else volumes[0]
+        skipped = [i for i in ids if i != chosen]
+        notes = [f"Input file: DICOM folder: {len(skipped)} other series with fewer than {MIN_SERIES_FILES} images (localisers) "
+                 "ignored."] if skipped else []
+        return files[chosen], notes
+
+    def describe(i):
+        tags = _dicom_tags(files[i][0])
+        what = tags.get("0008|103e") or tags.get("0008|0060") or "no description"
+        return f"{i} ({what}, {len(files[i])} file{'s' if len(files[i]) != 1 else ''})"
+
+    raise BrainXAIError(f"{folder.name} holds {len(ids)} DICOM series: {'; '.join(describe(i) for i in ids)}; "
+                        "choose one with --series UID")
+
+
+def _read_dicom_series(folder: Path, series: str | None = None) -> tuple[sitk.Image, list[str]]:
+    """One series of classic single-frame greyscale slices, uniformly spaced; a gantry tilt is resampled away."""
+    files, notes = _choose_series(folder, series)
+    tags = [_dicom_tags(f) for f in files]
+    first = tags[0]
+    if first.get("0028|0004", "").upper() in _COLOUR or int(first.get("0028|0002", "1") or 1) > 1:
+        raise BrainXAIError(f"DICOM series in {folder.name} is a colour image ({first.get('0028|0004') or 'RGB'}; a "
+                            "secondary capture or screenshot, not the scan): give the MRI series itself")
+    frames = max(int(t.get("0028|0008", "1") or 1) for t in tags)
+    declared = [int(first.get(k, "0") or 0) for k in ("0028|0011", "0028|0010", "0028|0100")]  # columns, rows, bits
+    nbytes = float(np.prod(declared[:2], dtype=np.float64)) * len(files) * frames * max(declared[2], 8) / 8
+    if nbytes > MAX_VOXEL_BYTES:
+        raise BrainXAIError(f"DICOM series in {folder.name} declares {declared[0]}x{declared[1]} pixels x "
+                            f"{len(files) * frames} images ({nbytes / 1024**3:.1f} GiB): more than any brain MRI "
+                            "needs, so it was not read; check the files")
+    if frames > 1:
+        raise BrainXAIError(f"{Path(files[0]).name} in {folder.name} is a multi-frame (enhanced) DICOM object with "
+                            f"{frames} frames: BrainXAI reads classic one-slice-per-file series; convert it to NIfTI "
+                            "(dcm2niix, or Slicer's DICOM module) and give that")
+    orientation, positions = _floats(first.get("0020|0037")), [_floats(t.get("0020|0032")) for t in tags]
+    if len(files) < 2 or orientation is None or orientation.size != 6 or any(p is None or p.size != 3
+                                                                             for p in positions):
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        return reader.Execute(), notes  # one slice or no positions: nothing to check; later checks judge it
+    row, col = orientation[:3], orientation[3:]
+    normal = np.cross(row, col)
+    pos = np.array(positions)
+    order = np.argsort(pos @ normal, kind="stable")
+    files, pos = [files[i] for i in order], pos[order]
+    depth = pos @ normal
+    steps = np.diff(depth)
+    if np.any(steps < 1e-3):
+        raise BrainXAIError(f"DICOM series in {folder.name} has two slices at the same position: it mixes "
+                            "acquisitions (or echoes); export the single series to analyse")
+    step = float(np.median(steps))
+    if steps.max() > step * (1 + SPACING_TOLERANCE) or steps.min() < step * (1 - SPACING_TOLERANCE):
+        gap = int(np.argmax(steps))
+        missing = round(steps[gap] / step) - 1
+        what = (f"{missing} slice{'s are' if missing > 1 else ' is'} missing after slice {gap + 1} of {len(files)} "
+                f"(a {steps[gap]:.2f} mm gap where the others are {step:.2f} mm)" if missing >= 1 else
+                f"the slice spacing is not uniform ({steps.min():.2f}-{steps.max():.2f} mm)")
+        raise BrainXAIError(f"DICOM series in {folder.name}: {what}; the volume's geometry would be wrong: export "
+                            "the complete, uniformly spaced series")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
-    return reader.Execute()
+    img = reader.Execute()
+    travel = pos[-1] - pos[0]
+    along = float(travel @ normal)
+    tilt = float(np.degrees(np.arctan2(np.linalg.norm(travel - along * normal), along)))
+    if tilt <= MAX_TILT_DEGREES:
+        return img, notes
+    # Gantry tilt: the slices step along an oblique axis ITK cannot represent; resample onto an orthogonal grid.
+    spacing = img.GetSpacing()
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = row * spacing[0], col * spacing[1], travel / (len(files) - 1)
+    lps[:3, 3] = pos[0]
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    data = sitk.GetArrayFromImage(img).transpose(2, 1, 0).astype(np.float32)
+    notes.append(f"Input file: DICOM series: a gantry tilt of {tilt:.1f} degrees: the volume was resampled onto an orthogonal "
+                 "grid (trilinear).")
+    return _resample_onto_orthogonal(data, ras), notes
 
 
 def _to_gray_2d(img: sitk.Image, path: Path) -> sitk.Image:
@@ -70,10 +170,12 @@ def _to_gray_2d(img: sitk.Image, path: Path) -> sitk.Image:
     return sitk.JoinSeries(sitk.Cast(img, sitk.sitkFloat32))
 
 
-def read_input(path: str | Path, assume_geometry: bool = False) -> tuple[sitk.Image, InputInfo]:
+def read_input(path: str | Path, assume_geometry: bool = False, series: str | None = None
+               ) -> tuple[sitk.Image, InputInfo]:
     """Read and check an input; returns a float32 3D image with its geometry, or raises one clear BrainXAIError.
     assume_geometry: read a NIfTI whose header has no usable voxel size or orientation the way ITK defaults it,
-    with a warning, instead of refusing it."""
+    with a warning, instead of refusing it. series: the SeriesInstanceUID to read from a DICOM folder that holds
+    several."""
     path = Path(path)
     if not path.exists():
         raise BrainXAIError(f"input not found: {path}")
@@ -81,7 +183,7 @@ def read_input(path: str | Path, assume_geometry: bool = False) -> tuple[sitk.Im
     fmt = "DICOM" if path.is_dir() else _format_of(path)
     try:
         if path.is_dir():
-            img = _read_dicom_series(path)
+            img, notes = _read_dicom_series(path, series)
         else:
             sheared = False
             if fmt == "NIfTI":  # its own, stricter size check: before ITK reads (and warns about) the header
@@ -219,19 +321,24 @@ def _check_nifti(path: Path, assume_geometry: bool) -> tuple[list[str], bool]:
 
 
 def _read_sheared_nifti(path: Path) -> sitk.Image:
-    """ITK reads only orthogonal grids: resample the scan (nilearn, trilinear) onto the orthonormal grid nearest to
-    its sform, with the same voxel sizes, covering the same field of view."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return _resample_onto_orthogonal(np.nan_to_num(np.asanyarray(img.dataobj, dtype=np.float32)), img.affine)
+
+
+def _resample_onto_orthogonal(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """ITK reads only orthogonal grids: resample (nilearn, trilinear) the (i, j, k) array with its RAS affine onto
+    the orthonormal grid nearest to it, with the same voxel sizes, covering the same field of view."""
     import nibabel as nib
     from nilearn.image import resample_img
 
-    img = nib.load(str(path))
-    m = img.affine[:3, :3]
+    m = affine[:3, :3]
     u, _, vt = np.linalg.svd(m)
     rotation = u @ vt  # the nearest orthonormal axes (polar decomposition)
     target = rotation @ np.diag(np.linalg.norm(m, axis=0))
-    data = nib.Nifti1Image(np.nan_to_num(np.asanyarray(img.dataobj, dtype=np.float32)), img.affine)
-    out = resample_img(data, target_affine=target, interpolation="continuous", force_resample=True,
-                       copy_header=True)
+    out = resample_img(nib.Nifti1Image(data, affine), target_affine=target, interpolation="linear",
+                       force_resample=True, copy_header=True)
     with tempfile.TemporaryDirectory(prefix="brainxai-shear-") as tmp:
         tmp_path = Path(tmp) / "resampled.nii"
         nib.save(nib.Nifti1Image(np.asarray(out.dataobj, dtype=np.float32), out.affine), tmp_path)

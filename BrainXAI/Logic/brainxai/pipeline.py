@@ -414,9 +414,11 @@ def explain(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     assume_geometry: bool = False,
+    series: str | None = None,
 ) -> Result:
     """Run the whole pipeline on a file (or the bundled phantom when input_path is None) and write DIR.
-    assume_geometry: accept a NIfTI header without usable voxel size or orientation (see load.read_input)."""
+    assume_geometry: accept a NIfTI header without usable voxel size or orientation; series: the DICOM series to
+    read from a folder that holds several (see load.read_input)."""
     out = Path(out_dir)
     if out.is_dir() and any(out.iterdir()) and not overwrite:  # refuse before spending minutes on the work
         raise BrainXAIError(f"output folder {out.resolve()} is not empty: choose another --out or pass --overwrite")
@@ -426,7 +428,7 @@ def explain(
 
             image, info, phantom, notes = make_phantom(), InputInfo("volume", "synthetic"), True, [PHANTOM_WARNING]
         else:
-            (image, info), phantom, notes = read_input(input_path, assume_geometry), False, []
+            (image, info), phantom, notes = read_input(input_path, assume_geometry, series), False, []
         result = analyse(image, info, options, phantom=phantom, warnings=notes, progress=progress, cancel=cancel)
         write_outputs(result, out_dir, overwrite)
     return result
