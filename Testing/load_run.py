@@ -9,7 +9,6 @@ Without --input the bundled phantom is used (no data needed). Growth is measured
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import random
 import resource
@@ -31,29 +30,6 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def random_findings(rng: random.Random) -> dict:
-    from test_findings import glioma_case
-
-    from brainxai import CLASSES, atlas
-    from brainxai.atlas import display_name
-
-    f = copy.deepcopy(glioma_case())
-    label = rng.choice(CLASSES[:3])
-    p = [rng.random() for _ in CLASSES]
-    p[CLASSES.index(label)] += 2
-    probs = {c: round(v / sum(p), 4) for c, v in zip(CLASSES, p)}
-    probs[label] = round(1 - sum(v for c, v in probs.items() if c != label), 4)
-    f["diagnosis"].update(label=label, probabilities=probs)
-    names = rng.sample([display_name(r["Name"]) for r in atlas.terminology_rows().values()], rng.randint(1, 5))
-    f["regions"] = [{"name": n, "percent_of_lesion": round(rng.uniform(0.1, 90), 2),
-                     "percent_of_region": round(rng.uniform(0.1, 60), 2),
-                     "hemisphere": "left" if n.startswith("Left") else "right" if n.startswith("Right") else None}
-                    for n in names]
-    f["lesion"].update(volume_ml=round(rng.uniform(0.2, 120), 2), peak_region=names[0],
-                       hemisphere=rng.choice(["left", "right", "bilateral"]))
-    return f
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
@@ -61,6 +37,8 @@ def main() -> int:
     ap.add_argument("--input", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+
+    from test_verify import random_findings
 
     from brainxai import pipeline
     from brainxai.report import build_report, render_markdown

@@ -74,9 +74,8 @@ def _region_names():
     return [display_name(r["Name"]) for r in atlas.terminology_rows().values()]
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_builtin_reports_pass_on_random_findings(seed):
-    rng = random.Random(seed)
+def random_findings(rng: random.Random) -> dict:
+    """A valid glioma-like findings dict with a random class, probabilities, side, regions and figures."""
     f = copy.deepcopy(glioma_case())
     label = rng.choice(CLASSES[:3])
     p = [rng.random() for _ in CLASSES]
@@ -95,6 +94,12 @@ def test_builtin_reports_pass_on_random_findings(seed):
     for e in f["explanations"]:
         e.update(target_class=label, mask_volume_ml=round(rng.uniform(0.5, 80), 2),
                  dice_vs_segmentation=round(rng.uniform(0, 1), 3), threshold_percentile=rng.choice([85, 90, 95]))
+    return f
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_builtin_reports_pass_on_random_findings(seed):
+    f = random_findings(random.Random(seed))
     result = verify(f, render_markdown(build_report(f), f))
     assert result.ok, [c.line() for c in result.unsupported]
 
