@@ -2,8 +2,8 @@
 
 The module file stays thin: all logic is the `brainxai` package in BrainXAI/Logic (pure Python, no Qt), which is
 also pip-installable and runs headless. This file adds BrainXAI/Logic to sys.path, keeps the panel's settings in a
-parameter node, maps the widgets' signals to brainxai.panel.PanelController and its view back to the widgets. The
-pipeline runs in a background PythonSlicer process (brainxai.session, brainxai.process).
+parameter node, maps the widgets' signals to brainxai.app.panel.PanelController and its view back to the widgets. The
+pipeline runs in a background PythonSlicer process (brainxai.app.session, brainxai.app.process).
 """
 
 import os
@@ -29,10 +29,10 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 # Light modules only (standard library): the panel opens before BrainXAI's packages are installed.
-from brainxai import dependencies
+from brainxai.app import dependencies
 from brainxai.explain import METHODS, TITLES
-from brainxai.panel import BUILTIN_WRITER, LLM_BACKENDS, PARAMETERS, PanelController
-from brainxai.session import ExplainSession
+from brainxai.app.panel import BUILTIN_WRITER, LLM_BACKENDS, PARAMETERS, PanelController
+from brainxai.app.session import ExplainSession
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 KEEP_WARM_SETTING = "BrainXAI/KeepWorkerWarm"  # per machine (Slicer's settings), not per scene
@@ -58,7 +58,7 @@ class BrainXAI(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class BrainXAIParameterNode:
-    """The panel's settings, saved with the scene (brainxai.panel.PARAMETERS holds the same fields and defaults).
+    """The panel's settings, saved with the scene (brainxai.app.panel.PARAMETERS holds the same fields and defaults).
     No cloud opt-in and no API key here: those are never saved."""
 
     inputVolume: slicer.vtkMRMLScalarVolumeNode
@@ -107,16 +107,16 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         return self.session.start(volumeNode, methods, threshold, maxCamSlices, outDir, llm, allowCloud, llmBaseUrl)
 
     def finish(self, method=None):
-        """The ended run's results as scene nodes (brainxai.scene.SceneResult), `method` shown in the views."""
-        from brainxai import scene
+        """The ended run's results as scene nodes (brainxai.mrml.scene.SceneResult), `method` shown in the views."""
+        from brainxai.mrml import scene
 
         result = self.session.finish()
         scene.show_in_slice_views(slicer.mrmlScene, result, method or next(iter(result.heatmaps)))
         return result
 
     def run(self, volumeNode, method="gradcam++", methods=None, threshold=90.0, maxCamSlices=None):
-        """Blocking run for scripts (the GUI stays responsive): returns the brainxai.scene.SceneResult."""
-        from brainxai import scene
+        """Blocking run for scripts (the GUI stays responsive): returns the brainxai.mrml.scene.SceneResult."""
+        from brainxai.mrml import scene
 
         result = self.session.run(volumeNode, tuple(methods or (method,)), threshold, maxCamSlices,
                                   process_events=slicer.app.processEvents)
@@ -125,7 +125,7 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
 
     def rethreshold(self, result, method, percentile):
         """Another mask percentile without re-running the model; the result's findings and report follow."""
-        from brainxai import scene
+        from brainxai.mrml import scene
 
         return scene.rethreshold(result, method, percentile)
 
@@ -137,7 +137,7 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
 
 
 class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Maps signals to brainxai.panel.PanelController and its view() to the widgets; decides nothing."""
+    """Maps signals to brainxai.app.panel.PanelController and its view() to the widgets; decides nothing."""
 
     def __init__(self, parent=None):
         # Set before the base __init__: without a parent it runs setup() itself. Its super().__init__() also

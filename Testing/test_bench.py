@@ -5,7 +5,8 @@ import json
 
 import SimpleITK as sitk
 
-from brainxai import bench, cli
+from brainxai.lab import bench
+from brainxai import cli
 
 
 def test_bench_runs_side_by_side_and_writes_its_table(brats_path, tmp_path):

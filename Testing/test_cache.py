@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from brainxai import cache
+from brainxai.mni import cache
 
 
 def test_built_once_then_read_back(tmp_path, monkeypatch):

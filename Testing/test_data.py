@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from brainxai.data import GAP, block_split, figshare_samples, no_tumor_samples
+from brainxai.lab.datasets import GAP, block_split, figshare_samples, no_tumor_samples
 
 
 def test_figshare_split_is_block_separated(data_dir):
@@ -24,7 +24,7 @@ def test_no_tumor_split_disjoint(data_dir):
 
 @pytest.fixture(scope="module")
 def template_slices():
-    from brainxai.data import healthy_template_slices
+    from brainxai.lab.datasets import healthy_template_slices
 
     return healthy_template_slices(64)
 
@@ -33,7 +33,7 @@ def test_healthy_template_slices_are_training_only_no_tumor(data_dir, tmp_path, 
     """Template slices: no_tumor, empty masks, prepared like any training image; they join the training
     tensors and never the validation or calibration ones."""
     from brainxai import CLASSES
-    from brainxai.data import load_split
+    from brainxai.lab.datasets import load_split
 
     t = template_slices
     n = len(t["labels"])
@@ -79,7 +79,7 @@ def test_lgg_stacks_split_by_patient_and_leave_flair_out(data_dir):
     import csv
     import random
 
-    from brainxai.data import patient_split, split
+    from brainxai.lab.datasets import patient_split, split
 
     samples = figshare_samples(data_dir / "lgg")
     with open(data_dir / "lgg" / "labels.csv", newline="", encoding="utf-8") as f:
@@ -104,7 +104,7 @@ def test_lgg_stacks_become_volumes_with_their_masks(data_dir, tmp_path):
     import SimpleITK as sitk
 
     from brainxai.cli import main
-    from brainxai.data import LGG_HEAD_EXTENT_MM, patient_split
+    from brainxai.lab.datasets import LGG_HEAD_EXTENT_MM, patient_split
 
     assert main(["stack-lgg", "--data", str(data_dir / "lgg"), "--out", str(tmp_path / "v")]) == 0
     with open(tmp_path / "v" / "manifest.csv", newline="", encoding="utf-8") as f:
@@ -127,7 +127,7 @@ def test_lgg_pre_contrast_stacks_hold_the_same_slices_before_contrast(data_dir, 
     import SimpleITK as sitk
 
     from brainxai.cli import main
-    from brainxai.data import load_gray
+    from brainxai.lab.datasets import load_gray
 
     assert main(["stack-lgg", "--data", str(data_dir / "lgg"), "--out", str(tmp_path / "pre"), "--series", "pre"]) == 0
     with open(tmp_path / "pre" / "manifest.csv", newline="", encoding="utf-8") as f:

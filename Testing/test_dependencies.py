@@ -1,4 +1,4 @@
-"""brainxai.dependencies: what the Slicer module does when packages are missing, on Slicer 5.10 (no
+"""brainxai.app.dependencies: what the Slicer module does when packages are missing, on Slicer 5.10 (no
 slicer.packaging) and 5.12+ (slicer.packaging.pip_ensure), with the PyTorch extension present or not.
 
 Slicer's installers and dialogs are stand-ins that record what they were asked and behave as Slicer's source says:
@@ -13,7 +13,7 @@ import types
 
 import pytest
 
-from brainxai import dependencies
+from brainxai.app import dependencies
 
 MISSING = "brainxai-no-such-package>=1"
 

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from brainxai.cli import main
-from brainxai.data import block_split, figshare_samples, load_split, no_tumor_samples
-from brainxai.evaluate import (classification_metrics, deletion_insertion, load_folder, pointing_hit, random_maps,
-                               reliability, slice_dices)
-from brainxai.model import load_model
+from brainxai.lab.datasets import block_split, figshare_samples, load_split, no_tumor_samples
+from brainxai.lab.evaluate import (classification_metrics, deletion_insertion, load_folder, pointing_hit,
+                                   random_maps, reliability, slice_dices)
 
 
 def test_classification_metrics_by_hand():
@@ -65,11 +64,10 @@ def test_random_maps_are_smooth_and_seeded():
     assert np.abs(np.diff(a, axis=-1)).max() < 0.1  # upsampled coarse noise, not pixel noise
 
 
-def test_deletion_insertion_direction_with_oracle_maps(data_dir):
+def test_deletion_insertion_direction_with_oracle_maps(data_dir, model):
     """Removing the tumour first must hurt the true-class probability more than removing everything else first:
     a sign error in the perturbation plumbing flips this. (Insertion has no such guarantee: restoring the tumour
     alone into a blurred slice does not restore the class for this model, which needs the surrounding anatomy.)"""
-    model = load_model()
     _, _, _, val = load_split(data_dir, model.cfg.input_size)
     tumour = np.nonzero(val["masks"].sum((1, 2)) > 150)[0][::12][:16]
     x, y = val["images"][tumour].astype(np.float32), val["labels"][tumour]
@@ -155,12 +153,11 @@ def test_evaluate_cli_needs_data(tmp_path, capsys):
     assert err.count("\n") == 0 and "--data" in err
 
 
-def test_healthy_volume_check_on_ixi(ixi_path):
+def test_healthy_volume_check_on_ixi(ixi_path, model):
     """The shortcut guard on a real healthy head reports the pipeline's own brain slices, by file name only."""
-    from brainxai.evaluate import healthy_volume_check
-    from brainxai.model import load_model
+    from brainxai.lab.evaluate import healthy_volume_check
 
-    row = healthy_volume_check(load_model(), ixi_path)
+    row = healthy_volume_check(model, ixi_path)
     assert row["volume"] == ixi_path.name and row["registration_converged"]
     assert 40 <= row["brain_slices"] <= 120  # 2 mm axial slices through a dilated MNI brain
     assert 0 <= row["no_tumor_rate"] <= 1 and row["diagnosis"] in ("glioma", "meningioma", "pituitary", "no_tumor")

@@ -9,8 +9,7 @@ import SimpleITK as sitk
 
 from brainxai.cli import main
 from brainxai.errors import BrainXAIError
-from brainxai.evaluate_volumes import (dice, input_check_rates, read_manifest, reference_mask, score_case,
-                                       summarise)
+from brainxai.lab.evaluate_volumes import dice, input_check_rates, read_manifest, reference_mask, score_case, summarise
 
 
 def write_manifest(path, rows, columns=("id", "path", "label", "mask")):
@@ -161,7 +160,7 @@ def test_the_shared_manifest_holds_no_training_head(data_dir):
     """docs/metrics/volumes.csv measures heads the model may not have seen: never one `--healthy-heads` trains on."""
     from pathlib import Path
 
-    from brainxai.data import healthy_split
+    from brainxai.lab.datasets import healthy_split
 
     manifest = Path(__file__).resolve().parents[1] / "docs" / "metrics" / "volumes.csv"
     listed = {r["path"].name for r in read_manifest(manifest, data_dir)}
@@ -182,7 +181,7 @@ def test_input_check_rates_by_contrast():
 
 
 def test_derived_inputs_keep_the_scans_geometry():
-    from brainxai.evaluate_volumes import SLAB_MM, derived_inputs
+    from brainxai.lab.evaluate_volumes import SLAB_MM, derived_inputs
 
     scan = _image(np.ones((50, 40, 120), np.float32), (1.0, 2.0, 3.0))  # (x, y, z) = 120 x 40 x 50 voxels
     scan.SetDirection((0, 0, 1, 1, 0, 0, 0, 1, 0))

@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 
 from brainxai import CLASSES
-from brainxai.data import block_split, figshare_samples, load_gray
+from brainxai.lab.datasets import block_split, figshare_samples, load_gray
 from brainxai.errors import BrainXAIError
 from brainxai.explain import METHODS, get_method
-from brainxai.model import load_model, predict_slices
+from brainxai.model import predict_slices
 from brainxai.preprocess import prepare_slice
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_model()
 
 
 @pytest.fixture(scope="module")

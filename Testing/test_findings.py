@@ -1,7 +1,4 @@
-"""Findings schema, validation and the de-identification guard.
-
-The case builders here are also used by test_report.py.
-"""
+"""Findings schema, validation and the de-identification guard (the findings cases are in helpers.py)."""
 
 import copy
 import json
@@ -12,82 +9,10 @@ import pytest
 
 from brainxai import CLASSES
 from brainxai.errors import BrainXAIError
-from brainxai.findings import (SCHEMA_VERSION, assert_deidentified, load_schema, read_findings, resolve, validate,
-                               write_findings)
+from brainxai.reporting.findings import (SCHEMA_VERSION, assert_deidentified, load_schema, read_findings, resolve,
+                                         validate, write_findings)
 
-SHA = "3f2a9c1b7d4e20230115aa6c0de5b1f94e7d2c8a0b3e6f1d9c4a7b2e5f8d1c3a"  # embeds 20230115: must not read as a date
-
-
-def glioma_case() -> dict:
-    return {
-        "schema_version": "1.0",
-        "input": {"shape": [240, 240, 155], "spacing_mm": [1.0, 1.0, 1.0], "phantom": False, "kind": "volume",
-                  "format": "NIfTI"},
-        "model": {"name": "ResNet-18 U-Net dual-head", "version": "0.1.0", "sha256": SHA, "classes": list(CLASSES)},
-        "diagnosis": {"label": "glioma",
-                      "probabilities": {"glioma": 0.9312, "meningioma": 0.0391, "pituitary": 0.0207, "no_tumor": 0.009},
-                      "slices_with_tumor_evidence": 41, "slices_total": 155},
-        "lesion": {"volume_ml": 23.43, "centroid_mni": [31.6, -10.2, 17.8], "hemisphere": "right",
-                   "peak_region": "Right Cerebral White Matter", "source": "segmentation head"},
-        "regions": [
-            {"name": "Right Cerebral White Matter", "percent_of_lesion": 58.24, "percent_of_region": 4.12,
-             "hemisphere": "right"},
-            {"name": "Insular Cortex", "percent_of_lesion": 21.7, "percent_of_region": 17.96, "hemisphere": "right"},
-            {"name": "Right Putamen", "percent_of_lesion": 9.05, "percent_of_region": 22.4, "hemisphere": "right"},
-        ],
-        "atlas": {"name": "Harvard-Oxford cortical and subcortical (maxprob, thr25, 1 mm)",
-                  "probability_threshold_percent": 25},
-        "explanations": [
-            {"method": "gradcam", "target_class": "glioma", "threshold_percentile": 95, "dice_vs_segmentation": 0.712,
-             "mask_volume_ml": 19.84, "slices_explained": 41},
-            {"method": "gradcam++", "target_class": "glioma", "threshold_percentile": 95,
-             "dice_vs_segmentation": 0.655, "mask_volume_ml": 24.06, "slices_explained": 41},
-            {"method": "scorecam", "target_class": "glioma", "threshold_percentile": 95,
-             "dice_vs_segmentation": 0.583, "mask_volume_ml": 15.27, "slices_explained": 41},
-        ],
-        "registration": {"metric": "Mattes mutual information", "metric_value": -0.6183, "converged": True,
-                         "template": "MNI152NLin2009cAsym", "iterations": 187,
-                         "stop_condition": "Convergence checker passed at iteration 187 (0.000976562 < 0.001)."},
-        "warnings": [],
-        "software": {"name": "brainxai", "version": "0.1.0"},
-    }
-
-
-def no_tumor_case() -> dict:
-    f = glioma_case()
-    f["diagnosis"] = {"label": "no_tumor",
-                      "probabilities": {"glioma": 0.012, "meningioma": 0.021, "pituitary": 0.008, "no_tumor": 0.959},
-                      "slices_with_tumor_evidence": 0, "slices_total": 155}
-    f["lesion"] = {"volume_ml": 0.0, "centroid_mni": None, "hemisphere": None, "peak_region": None,
-                   "source": "segmentation head"}
-    f["regions"] = []
-    f["explanations"] = [{"method": "gradcam", "target_class": "no_tumor", "threshold_percentile": 95,
-                          "dice_vs_segmentation": None, "mask_volume_ml": 12.3, "slices_explained": 155}]
-    return f
-
-
-def phantom_case() -> dict:
-    f = glioma_case()
-    f["input"]["phantom"] = True
-    f["registration"]["converged"] = False
-    f["registration"]["stop_condition"] = "Maximum number of iterations (200) exceeded."
-    f["registration"]["iterations"] = 200
-    f["warnings"] = ["Input is a synthetic phantom, not a patient scan.",
-                     "Registration did not converge; atlas labels are approximate."]
-    return f
-
-
-def slice_case() -> dict:
-    f = glioma_case()
-    f["input"] = {"shape": [512, 512, 1], "spacing_mm": [0.47, 0.47, 6.0], "phantom": False, "kind": "slice",
-                  "format": "PNG"}
-    f["diagnosis"]["slices_with_tumor_evidence"], f["diagnosis"]["slices_total"] = 1, 1
-    f["lesion"].update(centroid_mni=None, hemisphere=None, peak_region=None)
-    f["regions"], f["registration"] = [], None
-    return f
-
-
-ALL_CASES = [glioma_case, no_tumor_case, phantom_case, slice_case]
+from helpers import ALL_CASES, SHA, glioma_case, no_tumor_case, phantom_case, slice_case  # noqa: F401
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.__name__)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainxai import findings as findings_mod, guard
-from brainxai.register import MIN_COVERAGE, Registration
+from brainxai.reporting import findings as findings_mod
+from brainxai import guard
+from brainxai.mni.register import MIN_COVERAGE, Registration
 
 
 def _reg(mi=0.3, coverage=1.0):
@@ -53,7 +54,7 @@ def test_the_read_out_is_used_only_with_the_weights_it_was_fitted_on(tmp_path):
 
 
 def test_the_check_validates_in_findings_and_a_slice_is_unchecked():
-    from test_findings import glioma_case
+    from helpers import glioma_case
 
     case = glioma_case()
     assert "input_check" not in case  # findings written before 1.1 stay valid

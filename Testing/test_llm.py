@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from brainxai import llm_report
+from brainxai.reporting import llm_report
 from brainxai.errors import BrainXAIError
-from brainxai.findings import write_findings
-from brainxai.llm import PRESETS, Backend, build_messages, complete, is_local, load_backend
-from brainxai.verify import verify
+from brainxai.reporting.findings import write_findings
+from brainxai.reporting.llm import PRESETS, Backend, build_messages, complete, is_local, load_backend
+from brainxai.reporting.verify import verify
 from llm_server import LLMServer
-from test_findings import glioma_case, no_tumor_case
+from helpers import glioma_case, no_tumor_case
 
 KEY = "sk-test-7f3a91c2e4b8d605"  # must never appear in any output
 
@@ -242,18 +242,18 @@ def test_keys_never_leak(server, monkeypatch):
     assert KEY not in str(info.value) and "\n" not in str(info.value)
     monkeypatch.setenv("BRAINXAI_LLM_API_KEY", KEY)
     monkeypatch.setenv("MISTRAL_API_KEY", "mistral-own-key")
-    from brainxai.llm import _api_key
+    from brainxai.reporting.llm import _api_key
 
     assert _api_key(load_backend("mistral")) == "mistral-own-key"  # never the generic key to a provider
     b = Backend("b", "openai", f"http://user:{KEY}@127.0.0.1:1/v1?key={KEY}", "m")
     assert KEY not in json.dumps(b.public())
-    from brainxai.llm import _redact  # a key straddling the 200-character cut
+    from brainxai.reporting.llm import _redact  # a key straddling the 200-character cut
 
     assert "sk-" not in _redact("Bearer " + "x" * 195 + KEY, "x" * 195 + KEY)
 
 
 def test_the_panel_no_to_cloud_wins_over_config_and_environment(tmp_path, monkeypatch):
-    from brainxai.process import BackgroundExplain
+    from brainxai.app.process import BackgroundExplain
 
     config = tmp_path / "llm.toml"
     config.write_text("[backends.grok]\nallow_cloud = true\n", encoding="utf-8")

@@ -19,9 +19,9 @@ slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-c
 pytest.importorskip("slicer.util")  # Slicer's own util.py, shipped by slicer-core
 
 import slicer_standins as standins  # noqa: E402
-from brainxai import scene as scene_mod  # noqa: E402
+from brainxai.mrml import scene as scene_mod  # noqa: E402
 from brainxai.explain import METHODS  # noqa: E402
-from brainxai.panel import NO_RESULT, PARAMETERS, describe, input_caution  # noqa: E402
+from brainxai.app.panel import NO_RESULT, PARAMETERS, describe, input_caution  # noqa: E402
 
 MODULE = Path(__file__).resolve().parents[1] / "BrainXAI" / "BrainXAI.py"
 
@@ -213,7 +213,7 @@ def test_exit_stops_following_the_parameter_node_and_enter_resumes(env):
 
 
 def test_keep_warm_setting_is_remembered_per_machine(env):
-    from brainxai import dependencies
+    from brainxai.app import dependencies
 
     env.qt.QSettings.store = {}
     first = env.widget()  # nothing chosen yet: on only where the machine has memory to spare
@@ -329,7 +329,7 @@ def test_input_choice_matches_the_selector(env):
 
 def test_developer_reload_reimports_the_brainxai_package(env, monkeypatch):
     """Slicer's Reload re-executes BrainXAI.py only: edits under BrainXAI/Logic/brainxai must be picked up too."""
-    import brainxai.panel  # noqa: F401
+    import brainxai.app.panel  # noqa: F401
 
     for name in [n for n in sys.modules if n == "brainxai" or n.startswith("brainxai.")]:
         monkeypatch.setitem(sys.modules, name, sys.modules[name])  # put back after the test

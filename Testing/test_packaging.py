@@ -92,9 +92,9 @@ def test_brainxai_test_is_registered_with_ctest():
 def test_panel_offers_every_llm_preset_and_cloud_is_off():
     import xml.etree.ElementTree as ET
 
-    from brainxai.llm import PRESETS
+    from brainxai.reporting.llm import PRESETS
 
-    from brainxai.panel import LLM_BACKENDS
+    from brainxai.app.panel import LLM_BACKENDS
 
     assert set(LLM_BACKENDS) == set(PRESETS)
     ui = ET.parse(MODULE / "Resources" / "UI" / "BrainXAI.ui")

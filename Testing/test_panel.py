@@ -1,4 +1,4 @@
-"""The Slicer panel's decisions (brainxai.panel) on slicer-core's real MRML, with real background runs.
+"""The Slicer panel's decisions (brainxai.app.panel) on slicer-core's real MRML, with real background runs.
 
 The widget layer is a recording Host (what the panel would show); the parameter node is a real
 vtkMRMLScriptedModuleNode behind the parameterNodeWrapper stand-in of slicer_standins.py.
@@ -11,9 +11,9 @@ import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
 
-from brainxai import scene as scene_mod  # noqa: E402
-from brainxai.panel import NO_RESULT, PARAMETERS, PanelController, describe, input_caution  # noqa: E402
-from brainxai.session import ExplainSession  # noqa: E402
+from brainxai.mrml import scene as scene_mod  # noqa: E402
+from brainxai.app.panel import NO_RESULT, PARAMETERS, PanelController, describe, input_caution  # noqa: E402
+from brainxai.app.session import ExplainSession  # noqa: E402
 from slicer_standins import parameter_node_wrapper  # noqa: E402
 
 
@@ -331,7 +331,7 @@ def test_parameters_are_saved_with_the_scene_and_no_cloud_opt_in(panel, tmp_path
 
 def test_export_refuses_a_missing_folder(tmp_path):
     from brainxai.errors import BrainXAIError
-    from brainxai.session import export, safe_name
+    from brainxai.app.session import export, safe_name
 
     class Result:
         input_node, out_dir = None, tmp_path

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainxai import CLASSES, cli, pipeline
+from brainxai import CLASSES, cli, pipeline, runtime
 from brainxai.errors import BrainXAIError
-from brainxai.findings import validate
+from brainxai.reporting.findings import validate
 from brainxai.load import read_input
-from brainxai.register import load_mni_template
-from test_preprocess import flipped_copy, oblique_copy
+from brainxai.mni.register import load_mni_template
+from helpers import flipped_copy, oblique_copy
 
 FAST = pipeline.Options(methods=("gradcam++",), max_cam_slices=6)
 
@@ -141,7 +141,7 @@ def test_a_contrast_enhanced_brain_passes_the_input_check(brats_fast):
 
 def test_builtin_reports_of_real_scans_pass_the_grounding_check(brats_cli, ixi_result):
     """On real outputs (2 mm IXI: the template's name '..._1mm_...' must not read as a size claim)."""
-    from brainxai.verify import verify
+    from brainxai.reporting.verify import verify
 
     # a tumour-free head's report is short (no lesion, no region table), yet it still makes checkable claims
     for out, least in ((brats_cli[1], 50), (ixi_result[1], 25)):
@@ -245,7 +245,7 @@ def test_cancel_stops_and_writes_nothing(brats_path, tmp_path):
 
 
 def test_demo_phantom_is_labelled_everywhere(tmp_path, capsys):
-    from brainxai.panel import describe
+    from brainxai.app.panel import describe
 
     out = tmp_path / "demo"
     code = cli.main(["explain", "--out", str(out), "--methods", "gradcam++", "--max-cam-slices", "4"])
@@ -260,18 +260,18 @@ def test_demo_phantom_is_labelled_everywhere(tmp_path, capsys):
 
 
 def test_preload_pauses_the_cyclic_collector_and_freezes_only_in_brainxais_own_process(monkeypatch):
-    monkeypatch.setattr(pipeline, "_freeze_imports", False)
+    monkeypatch.setattr(runtime, "_freeze_imports", False)
     frozen = gc.get_freeze_count()
-    with pipeline._no_cyclic_gc():
+    with runtime.no_cyclic_gc():
         paused = not gc.isenabled()
         made = [[]]  # an object the collector tracks, made while paused
     assert paused and gc.isenabled() and gc.get_freeze_count() == frozen  # a library call leaves no trace
     gc.disable()
-    with pipeline._no_cyclic_gc():
+    with runtime.no_cyclic_gc():
         pass
     assert not gc.isenabled()  # a caller's own choice is kept
     gc.enable()
-    pipeline.own_process()  # the command line and the worker
-    with pipeline._no_cyclic_gc():
+    runtime.own_process()  # the command line and the worker
+    with runtime.no_cyclic_gc():
         made.append([])
     assert gc.get_freeze_count() > frozen and gc.isenabled()

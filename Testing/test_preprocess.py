@@ -5,33 +5,7 @@ import pytest
 import SimpleITK as sitk
 
 from brainxai import preprocess
-
-
-def flipped_copy(img: sitk.Image, axis: int = 0) -> sitk.Image:
-    """The same physical image stored with one index axis reversed."""
-    arr = np.flip(sitk.GetArrayFromImage(img), axis=2 - axis)
-    out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-    d = np.array(img.GetDirection()).reshape(3, 3)
-    far = [0, 0, 0]
-    far[axis] = img.GetSize()[axis] - 1
-    out.SetOrigin(img.TransformIndexToPhysicalPoint(far))
-    d[:, axis] *= -1
-    out.SetDirection(d.ravel().tolist())
-    out.SetSpacing(img.GetSpacing())
-    return out
-
-
-def oblique_copy(img: sitk.Image, degrees: float = 15.0) -> sitk.Image:
-    """The same voxels with direction cosines rotated about the image centre: a physically rotated head."""
-    out = sitk.Image(img)
-    centre = np.array(img.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in img.GetSize()]))
-    a = np.deg2rad(degrees)
-    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]]) @ np.array(
-        [[np.cos(a / 2), 0, np.sin(a / 2)], [0, 1, 0], [-np.sin(a / 2), 0, np.cos(a / 2)]])
-    d = rot @ np.array(img.GetDirection()).reshape(3, 3)
-    out.SetDirection(d.ravel().tolist())
-    out.SetOrigin((centre + rot @ (np.array(img.GetOrigin()) - centre)).tolist())
-    return out
+from helpers import flipped_copy, oblique_copy
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 import brainxai
 from brainxai.errors import BrainXAIError
-from brainxai.process import BackgroundExplain, WarmWorker, child_env
+from brainxai.app.process import BackgroundExplain, WarmWorker, child_env
 
 
 def _worker(warm: bool):
@@ -157,7 +157,7 @@ def test_cancel_reaches_the_python_behind_the_launcher(brats_path, tmp_path):
 
 
 def test_windows_children_are_hidden_and_in_their_own_group(monkeypatch):
-    from brainxai import process
+    from brainxai.app import process
 
     class STARTUPINFO:  # subprocess.STARTUPINFO exists only on Windows
         def __init__(self):
@@ -181,7 +181,7 @@ def test_windows_stop_needs_no_posix_signal_and_cleans_up(monkeypatch, tmp_path)
     before the run, nor the user's previous output being swapped (.NAME.old-PID), is touched."""
     import signal
 
-    from brainxai import process
+    from brainxai.app import process
 
     taskkills, sigkill = [], signal.SIGKILL
 

@@ -10,13 +10,14 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from brainxai import CLASSES, atlas, pipeline, preprocess
-from brainxai.atlas import display_name
+from brainxai import CLASSES, pipeline, preprocess
+from brainxai.mni import atlas
+from brainxai.mni.atlas import display_name
 from brainxai.errors import BrainXAIError
-from brainxai.findings import validate
-from brainxai.report import build_report, render_markdown
-from brainxai.verify import verify
-from test_findings import glioma_case
+from brainxai.reporting.findings import validate
+from brainxai.reporting.report import build_report, render_markdown
+from brainxai.reporting.verify import verify
+from helpers import glioma_case
 
 REGIONS = sorted({display_name(r["Name"]) for r in atlas.terminology_rows().values()})
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

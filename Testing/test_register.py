@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainxai import register
+from brainxai.mni import register
 from brainxai.errors import BrainXAIError
-from test_preprocess import flipped_copy as flipped
+from helpers import flipped_copy as flipped
 
 
 def oblique(image: sitk.Image, degrees: float, axis: int):

@@ -6,10 +6,10 @@ from html.parser import HTMLParser
 import pytest
 
 from brainxai.errors import BrainXAIError
-from brainxai.findings import resolve
-from brainxai.report import (DISCLAIMER, SECTIONS, Statement, build_report, render_html, render_markdown,
-                             write_report)
-from test_findings import ALL_CASES, glioma_case, no_tumor_case, phantom_case, slice_case
+from brainxai.reporting.findings import resolve
+from brainxai.reporting.report import (DISCLAIMER, SECTIONS, Statement, build_report, render_html, render_markdown,
+                                       write_report)
+from helpers import ALL_CASES, glioma_case, no_tumor_case, phantom_case, slice_case
 
 TUMOUR_WORDS = ("glioma", "meningioma", "pituitary")
 

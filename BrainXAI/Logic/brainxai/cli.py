@@ -15,7 +15,8 @@ from .errors import BrainXAIError
 def _explain(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import Options, explain, own_process
+    from .pipeline import Options, explain
+    from .runtime import own_process
 
     own_process()
     if args.input is not None and args.demo:
@@ -24,7 +25,7 @@ def _explain(args) -> int:
 
     def progress(stage: str, fraction: float):
         if args.progress == "json":  # for a parent process (the Slicer module): one JSON line per report
-            from .process import progress_line
+            from .app.process import progress_line
 
             print(progress_line(stage, fraction), flush=True)
             return
@@ -35,7 +36,7 @@ def _explain(args) -> int:
 
     backend = _backend(args)  # an unknown backend or a refused cloud endpoint is said before minutes of analysis
     if backend is not None:
-        from .llm import check_allowed
+        from .reporting.llm import check_allowed
 
         check_allowed(backend)
     opts = Options(
@@ -51,7 +52,7 @@ def _explain(args) -> int:
         for bar in bars:
             bar.close()
     f = result.findings
-    from .panel import describe  # the panel's wording: "indeterminate" under p 0.6, as the report says
+    from .app.panel import describe  # the panel's wording: "indeterminate" under p 0.6, as the report says
 
     print(f"{'PHANTOM - ' if f['input']['phantom'] else ''}diagnosis: {describe(f)}; outputs in {Path(args.out).resolve()}")
     for warning in f["warnings"]:
@@ -64,13 +65,14 @@ def _explain(args) -> int:
 
 def _worker(args) -> int:
     """Get ready for a run (imports, default weights, CPU kernels), say so, then run the one `brainxai` command
-    line the parent sends on stdin as JSON {"argv": [...], "env": {...}} (brainxai.process.WarmWorker)."""
+    line the parent sends on stdin as JSON {"argv": [...], "env": {...}} (brainxai.app.process.WarmWorker)."""
     import json
     import os
 
     from .explain import METHODS
-    from .pipeline import Options, own_process, prepare_model
-    from .process import READY_LINE
+    from .pipeline import Options
+    from .runtime import own_process, prepare_model
+    from .app.process import READY_LINE
 
     own_process()
     prepare_model(None, Options(), METHODS)
@@ -97,7 +99,7 @@ def _command(args) -> str:
 
 
 def _backend(args):
-    from .llm import load_backend
+    from .reporting.llm import load_backend
 
     if args.llm in (None, "builtin"):
         return None
@@ -105,7 +107,7 @@ def _backend(args):
 
 
 def _write_llm_report(findings: dict, backend, out_dir: Path) -> None:
-    from . import llm_report
+    from .reporting import llm_report
 
     outcome = llm_report.generate(findings, backend)
     md, _, _ = llm_report.write(outcome, out_dir)
@@ -115,7 +117,7 @@ def _write_llm_report(findings: dict, backend, out_dir: Path) -> None:
 
 
 def _report(args) -> int:
-    from .findings import read_findings
+    from .reporting.findings import read_findings
 
     findings = read_findings(args.findings)
     _write_llm_report(findings, _backend(args), args.out or args.findings.parent)
@@ -125,7 +127,7 @@ def _report(args) -> int:
 def _compare_llms(args) -> int:
     from tqdm import tqdm
 
-    from .compare_llms import compare, write
+    from .lab.compare_llms import compare, write
 
     _refuse_existing(args.out, args.overwrite)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -140,7 +142,7 @@ def _compare_llms(args) -> int:
 def _bench(args) -> int:
     import json
 
-    from .bench import render, run
+    from .lab.bench import render, run
 
     _refuse_existing(args.out, args.overwrite)
     if not args.input.is_file():
@@ -159,8 +161,8 @@ def _bench(args) -> int:
 
 
 def _verify(args) -> int:
-    from .findings import read_findings
-    from .verify import verify
+    from .reporting.findings import read_findings
+    from .reporting.verify import verify
 
     findings = read_findings(args.findings)
     try:
@@ -176,7 +178,7 @@ def _verify(args) -> int:
 
 def _train(args) -> int:
     from .model_config import ModelConfig, encoder_name
-    from .train import train
+    from .lab.train import train
 
     encoder = encoder_name(args.backbone)
     cam_layer = args.cam_layer
@@ -190,7 +192,7 @@ def _train(args) -> int:
 
 
 def _fit_contrast_check(args) -> int:
-    from .train import fit_contrast_check
+    from .lab.train import fit_contrast_check
 
     check = fit_contrast_check(args.data, args.weights, args.cache,
                                progress=lambda name, n: print(f"{name}: {n} slices", flush=True))
@@ -201,7 +203,7 @@ def _fit_contrast_check(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import EvalOptions, evaluate, write_metrics
+    from .lab.evaluate import EvalOptions, evaluate, write_metrics
     from .model import load_model
 
     out = Path(args.out)
@@ -237,7 +239,7 @@ def _evaluate(args) -> int:
 def _evaluate_volumes(args, out: Path) -> int:
     from tqdm import tqdm
 
-    from .evaluate_volumes import evaluate_volumes, read_manifest, write_volume_metrics
+    from .lab.evaluate_volumes import evaluate_volumes, read_manifest, write_volume_metrics
     from .explain import check_names
     from .model import load_model
 
@@ -259,7 +261,7 @@ def _evaluate_volumes(args, out: Path) -> int:
 
 
 def _stack_lgg(args) -> int:
-    from .data import stack_lgg
+    from .lab.datasets import stack_lgg
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -270,7 +272,7 @@ def _stack_lgg(args) -> int:
 
 
 def _views(args) -> int:
-    from . import scene, slice_views
+    from .mrml import scene, slice_views
 
     mrml, app = scene.headless_scene()
     volume = scene.read_volume(mrml, args.input, args.input.name.split(".")[0]) if args.input else None
@@ -282,7 +284,7 @@ def _views(args) -> int:
 
 
 def _compare(args) -> int:
-    from .backbones import compare, write
+    from .lab.backbones import compare, write
 
     names = [b.strip() for b in args.backbones.split(",")] if args.backbones else None
     command = f"brainxai compare-backbones --epochs {args.epochs} --size {args.size}" + (
@@ -457,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _llm_options(parser, required: bool = False) -> None:
-    from .llm import PRESETS
+    from .reporting.llm import PRESETS
 
     names = ", ".join(["builtin", *PRESETS])
     parser.add_argument("--llm", "--backend", dest="llm", required=required,

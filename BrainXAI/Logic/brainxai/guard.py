@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .register import MIN_COVERAGE, Registration
+from .mni.register import MIN_COVERAGE, Registration
 
 # Real brain MRIs reach a mutual information with the MNI template of 0.04 (healthy heads, thick-slice PGBM)
 # to 0.45 here; noise and other anatomy stay near 0.005.

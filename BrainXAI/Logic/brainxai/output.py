@@ -20,7 +20,7 @@ from typing import Iterator
 
 from filelock import FileLock, Timeout
 
-from .cache import cache_dir
+from .mni.cache import cache_dir
 from .errors import BrainXAIError
 
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from .register import load_mni_template
+from .mni.register import load_mni_template
 
 LESION_CENTRE_MNI_RAS = (30.0, -10.0, 24.0)  # right hemisphere, deep white matter
 PHANTOM_WARNING = "Input is a synthetic phantom (MNI152 template with an artificial lesion), not a patient scan."

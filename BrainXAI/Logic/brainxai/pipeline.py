@@ -1,4 +1,6 @@
-"""The headless pipeline: load -> preprocess -> model -> explain -> threshold -> register -> atlas -> findings -> report.
+"""The headless pipeline, in the order it runs: load -> preprocess -> register -> model -> explain -> threshold ->
+atlas -> findings -> report (registration comes before the model: the MNI brain it carries back onto the scan bounds
+where lesions, slice votes and CAM thresholds may be).
 
 `analyse` works in memory on a SimpleITK image; `write_outputs` puts the result on disk atomically; `explain`
 does both for a path. Every output image is on the input's grid (same size, spacing, origin, direction).
@@ -6,12 +8,10 @@ does both for a path. Every output image is on the input's grid (same size, spac
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from . import CLASSES, __version__
-from . import atlas, findings as findings_mod, guard, output, preprocess, register, report, threshold
+from . import CLASSES, __version__, guard, output, preprocess, runtime, threshold
+from .mni import atlas, register
+from .reporting import findings as findings_mod, report
 from .errors import BrainXAIError
 from .explain import check_names
 from .load import InputInfo, read_input
 from .model_config import weights_path
+from .options import DEFAULT_METHODS, Options  # noqa: F401 - pipeline.Options is the public spelling
 
 if TYPE_CHECKING:  # torch is imported on the preload thread, while the main thread registers
     from .model import LoadedModel
@@ -32,7 +34,6 @@ if TYPE_CHECKING:  # torch is imported on the preload thread, while the main thr
 Progress = Callable[[str, float], None]  # (stage, overall fraction 0..1)
 Cancel = Callable[[], bool]
 
-DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam")
 LESION_PROBABILITY = 0.5
 MIN_LESION_ML = 0.1  # smaller segmented blobs are treated as noise, not tumour evidence
 SLICE_TUMOR_PROBABILITY = 0.5  # a slice "is classified a tumour" where p(no tumour) is below this
@@ -42,16 +43,6 @@ NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm
 # Share of the progress bar per stage, roughly their cost.
 _STAGES = {"preprocess": 0.03, "register": 0.2, "load": 0.02, "model": 0.15, "explain": 0.5, "threshold": 0.02,
            "atlas": 0.04, "report": 0.04}
-
-
-@dataclass
-class Options:
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    threshold_percentile: float = threshold.DEFAULT_PERCENTILE
-    model_path: Path | None = None
-    batch_size: int = 4  # measured on 2 cores: small batches keep activations in cache (docs/bench.md)
-    max_cam_slices: int | None = None  # None: every slice with tumour evidence
-    precision: str = "fast"  # model and Score-CAM passes: "fast" (bf16 where the CPU has it natively) or "fp32"
 
 
 @dataclass
@@ -82,72 +73,6 @@ class _Tracker:
     def check(self):
         if self.cancel is not None and self.cancel():
             raise BrainXAIError("cancelled")
-
-
-_freeze_imports = False
-
-
-def own_process() -> None:
-    """Called by the command line and the Slicer module's worker: processes of brainxai's own that end after one
-    run. What the preload imports lives until the end anyway, so it is frozen (gc.freeze) and no later collection
-    rescans it (~0.5 s a run). Not the default: in someone else's long-lived process (Slicer's Python console),
-    frozen objects that later become garbage cycles would never be freed."""
-    global _freeze_imports
-    _freeze_imports = True
-
-
-@contextmanager
-def _no_cyclic_gc():
-    """Python's cyclic garbage collector paused: importing torch, torchvision, timm, smp and pytorch-grad-cam
-    creates a few hundred thousand objects, and the collector rescans the growing heap again and again (4.2 s of
-    imports take 3.3 s without it). Reference counting still frees everything that is not in a cycle."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if _freeze_imports:
-            gc.freeze()
-        if enabled:
-            gc.enable()
-
-
-def _ready_model(model: LoadedModel | None, options: "Options") -> LoadedModel:
-    """The model (loaded unless given) with one batch of zeros run at the options' precision and batch size, so
-    the network for that precision is made and the CPU kernels for that shape are chosen now, not on the first
-    real batch."""
-    # The imports only (torch, smp, timm, torchvision): a model frozen with them could never be collected.
-    with _no_cyclic_gc():
-        from .model import load_model, predict_slices
-    model = model or load_model(options.model_path)
-    size = model.cfg.input_size
-    predict_slices(model, np.zeros((options.batch_size, size, size), np.float32), options.batch_size,
-                   precision=options.precision)
-    return model
-
-
-def _cam_methods(methods) -> list:
-    with _no_cyclic_gc():
-        from .explain import get_method  # imports pytorch-grad-cam (and with it scikit-learn, matplotlib, OpenCV)
-
-        return [get_method(m) for m in methods]
-
-
-def prepare_model(model: LoadedModel | None, options: "Options", methods) -> tuple[LoadedModel, list]:
-    """The model and the CAM methods, ready to run: their libraries imported, the CPU kernels chosen."""
-    return _ready_model(model, options), _cam_methods(methods)
-
-
-def _preload(model: LoadedModel | None, options: "Options", methods: list[str]) -> tuple[Future, Future]:
-    """On a worker thread, while the caller preprocesses and registers: the model made ready, then the CAM methods
-    imported, while the caller runs the model. In a fresh process importing torch, torchvision, timm and smp takes
-    ~3 s and pytorch-grad-cam with what it imports ~1.7 s; SimpleITK and torch release the GIL, so both cores
-    work and the user waits for the longer of the two, not the sum."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="brainxai-preload")
-    ready = pool.submit(_ready_model, model, options)
-    cams = pool.submit(_cam_methods, methods)
-    pool.shutdown(wait=False)
-    return ready, cams
 
 
 def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) -> sitk.Image:
@@ -181,7 +106,7 @@ def analyse(
     names = check_names(options.methods)
     if model is None:
         weights_path(options.model_path)  # a missing weights file is said now, not after the registration
-    ready, cams = _preload(model, options, names)
+    ready, cams = runtime.preload(model, options, names)
     track = _Tracker(progress, cancel)
 
     track.stage("preprocess")

@@ -33,7 +33,7 @@ def check_one(path: Path, register: bool = False) -> dict:
         image, info = read_input(path)
         if register and info.kind == "volume":
             from .guard import refuse_if_not_brain
-            from .register import register_to_mni
+            from .mni.register import register_to_mni
 
             refuse_if_not_brain(register_to_mni(image), path.name)
     except BrainXAIError as exc:

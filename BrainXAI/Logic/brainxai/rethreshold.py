@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import findings as findings_mod, output, register, report, threshold
+from .reporting import findings as findings_mod, report
+from . import output, threshold
+from .mni import register
 from .errors import BrainXAIError
 
 # Written into the staging folder once every new file is there: from then on an interrupted rethreshold is finished

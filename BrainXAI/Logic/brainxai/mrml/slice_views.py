@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BrainXAIError
+from ..errors import BrainXAIError
 from .scene import SceneResult, show_in_slice_views
 
 VIEWS = (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal"))

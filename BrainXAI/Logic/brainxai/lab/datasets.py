@@ -17,9 +17,9 @@ from PIL import Image
 from scipy import ndimage as ndi
 from tqdm import tqdm
 
-from . import CLASSES
-from .errors import BrainXAIError
-from .preprocess import foreground_threshold, head_frame, prepare_slice
+from .. import CLASSES
+from ..errors import BrainXAIError
+from ..preprocess import foreground_threshold, head_frame, prepare_slice
 
 GAP = 20
 VAL_FRACTION = 0.2
@@ -175,8 +175,8 @@ def healthy_template_slices(size: int) -> dict[str, np.ndarray]:
     like a 2D training image. Same keys as tensorise; masks empty."""
     import SimpleITK as sitk
 
-    from .preprocess import orient_for_model
-    from .register import package_data
+    from ..preprocess import orient_for_model
+    from ..mni.register import package_data
 
     images, heads = [], []
     for package, parts in HEALTHY_TEMPLATES:
@@ -218,7 +218,7 @@ def volume_slices(path: Path, size: int, cache: Path | None = None) -> dict[str,
     2D tumour collections never show. Same keys as tensorise; masks empty."""
     import SimpleITK as sitk
 
-    from .preprocess import frame_slices, oriented_volume, scale_intensity
+    from ..preprocess import frame_slices, oriented_volume, scale_intensity
 
     key = hashlib.sha1(f"{Path(path).resolve()}|{Path(path).stat().st_size}|{size}|v1".encode()).hexdigest()[:16]
     cached = cache / f"volume-slices-{key}.npz" if cache else None

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import CLASSES, __version__
-from .data import CALIBRATION_FRACTION, GAP, VAL_FRACTION, load_split
-from .errors import BrainXAIError
+from .. import CLASSES, __version__
+from .datasets import CALIBRATION_FRACTION, GAP, VAL_FRACTION, load_split
+from ..errors import BrainXAIError
 from .evaluate import classification_metrics, slice_dices
-from .model import (_sha256, build_network, fast_precision_available, init_from_imagenet, local_imagenet_weights,
-                    save_checkpoint)
-from .model_config import DEEPEST, ModelConfig
+from ..model import (_sha256, build_network, fast_precision_available, init_from_imagenet, local_imagenet_weights,
+                     save_checkpoint)
+from ..model_config import DEEPEST, ModelConfig
 
 
 SKULL_STRIP_P = 0.35
@@ -106,7 +106,7 @@ ARCHITECTURE = ("encoder", "input_size", "decoder_channels", "classes", "head_st
 def init_from_brainxai(net, cfg: ModelConfig, weights: Path) -> str:
     """Load a trained brainxai checkpoint of the same architecture into `net`; return how the card names it.
     Its training data must be a subset of this run's, split the same way, or validation is not held out."""
-    from .model import _sha256
+    from ..model import _sha256
 
     if not weights.is_file():
         raise BrainXAIError(f"--init {weights}: no such weights file; give a brainxai .pt file")
@@ -458,10 +458,10 @@ def fit_contrast_check(data_root: Path, weights: Path, cache: Path | None = None
     used: their rates are measured by `brainxai evaluate --volumes` on manifests with a contrast column."""
     from sklearn.linear_model import LogisticRegression
 
-    from . import guard
-    from .data import (block_split, figshare_samples, healthy_split, lgg_pre_contrast_samples, patient_split,
-                       tensorise, volume_slices)
-    from .model import _sha256, head_features, load_model
+    from .. import guard
+    from .datasets import (block_split, figshare_samples, healthy_split, lgg_pre_contrast_samples, patient_split,
+                           tensorise, volume_slices)
+    from ..model import _sha256, head_features, load_model
 
     data_root = Path(data_root)
     model = load_model(weights)

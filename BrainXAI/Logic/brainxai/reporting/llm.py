@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 import requests
 
-from . import CLASSES
-from .errors import BrainXAIError
+from .. import CLASSES
+from ..errors import BrainXAIError
 from .findings import assert_deidentified
 from .report import CLASS_NAMES
 

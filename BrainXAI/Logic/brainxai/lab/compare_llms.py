@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .findings import read_findings
-from .llm import load_backend
-from .llm_report import builtin_markdown, generate
+from ..reporting.findings import read_findings
+from ..reporting.llm import load_backend
+from ..reporting.llm_report import builtin_markdown, generate
 from .report_metrics import text_metrics
 
 METRICS = ("flesch_reading_ease", "flesch_kincaid_grade", "ttr", "mtld", "coherence", "rouge_l", "bleu")

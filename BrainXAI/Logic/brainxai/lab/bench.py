@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import CLASSES, pipeline, preprocess, threshold
+from .. import CLASSES, pipeline, preprocess, runtime, threshold
 
 
 class _Memory:
@@ -67,7 +67,7 @@ def _timed(memory: _Memory, stage: str, fn):
 
 
 def _naive_model(model, slices: np.ndarray) -> None:
-    from .model import predict_slices
+    from ..model import predict_slices
 
     predict_slices(model, slices, batch_size=1)
 
@@ -115,7 +115,7 @@ def _cli_wall(input_path: Path, tmp: Path) -> tuple[float, float]:
 
 def _warm_wall(input_path: Path, tmp: Path) -> float:
     """Seconds from handing the job to a ready warm worker (what the Slicer module keeps) to its end."""
-    from .process import BackgroundExplain, WarmWorker
+    from ..app.process import BackgroundExplain, WarmWorker
 
     worker = WarmWorker()
     try:
@@ -131,13 +131,13 @@ def _warm_wall(input_path: Path, tmp: Path) -> float:
 def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bool = True) -> dict:
     # This process is made ready the way the Slicer module's worker is (libraries imported, CPU kernels chosen,
     # the imported objects frozen out of the garbage collector); ours and the naive stages then run in it alike.
-    pipeline.own_process()
-    model, _ = pipeline.prepare_model(None, pipeline.Options(methods=("gradcam++",)), ("gradcam++", "scorecam"))
+    runtime.own_process()
+    model, _ = runtime.prepare_model(None, pipeline.Options(methods=("gradcam++",)), ("gradcam++", "scorecam"))
     from pytorch_grad_cam import GradCAMPlusPlus, ScoreCAM
 
-    from . import atlas, register
-    from .explain import get_method
-    from .load import read_input
+    from ..mni import atlas, register
+    from ..explain import get_method
+    from ..load import read_input
 
     say = progress or (lambda text: None)
     results: dict = {"input": Path(input_path).name}

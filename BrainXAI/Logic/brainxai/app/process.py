@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BrainXAIError
+from ..errors import BrainXAIError
 
 PROGRESS_PREFIX = "BRAINXAI-PROGRESS "
 READY_LINE = "BRAINXAI-READY"  # a warm worker's first line: imports done, weights read, waiting for its job
@@ -42,7 +42,8 @@ def child_env(package_root: str | Path | None = None) -> dict[str, str]:
     Inside Slicer the package is importable only because the module appended BrainXAI/Logic to the GUI
     process's sys.path; a PythonSlicer child knows nothing of that and must be told, or it would fail to import
     brainxai. (PythonSlicer's launcher puts Slicer's own paths before PYTHONPATH; none of them holds a brainxai.)"""
-    root = Path(package_root) if package_root else Path(__file__).resolve().parent.parent
+    # this file is brainxai/app/process.py: the folder that holds the package is three levels up
+    root = Path(package_root) if package_root else Path(__file__).resolve().parents[2]
     env = dict(os.environ)
     env["PYTHONIOENCODING"] = "utf-8"  # whatever the locale, the child writes what the parent decodes
     env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from brainxai import CLASSES
 from brainxai.explain import TITLES
-from brainxai.findings import validate
+from brainxai.reporting.findings import validate
 
 SECTIONS = ("technique", "findings", "explanation", "impression", "limitations")
 DECIMALS = {"volume_ml": 1, "probability": 2, "percent": 1, "mni_mm": 0, "dice": 2, "spacing_mm": 2, "metric": 3}

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from . import CLASSES
-from . import threshold as threshold_mod
-from .data import figshare_samples, no_tumor_samples, split as train_val_split, tensorise
-from .errors import BrainXAIError
-from .explain import get_method
-from .model import LoadedModel, predict_slices
+from .. import CLASSES
+from .. import threshold as threshold_mod
+from .datasets import figshare_samples, no_tumor_samples, split as train_val_split, tensorise
+from ..errors import BrainXAIError
+from ..explain import get_method
+from ..model import LoadedModel, predict_slices
 
 ECE_BINS = 15
 PERTURBATION_FRACTIONS = np.linspace(0.0, 1.0, 11)
@@ -229,8 +229,8 @@ def healthy_volume_check(model: LoadedModel, path: Path, progress=None) -> dict:
     """Shortcut guard on a real tumour-free head: the share of its brain slices (the pipeline's own slice
     selection, after registration) called no_tumor. Br35H no-tumour images are of mixed sequences, so a
     model can score well on them by style alone; a healthy volume from another source cannot be gamed so."""
-    from . import pipeline
-    from .load import read_input
+    from .. import pipeline
+    from ..load import read_input
 
     image, info = read_input(path)
     tick = (lambda stage, f: progress(f"healthy volume {Path(path).name}", int(100 * f), 100)) if progress else None

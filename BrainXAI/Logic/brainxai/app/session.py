@@ -1,8 +1,8 @@
 """Explain runs for a volume node of an MRML scene: the Slicer module's logic, Qt-free.
 
 The input is written through the node's own storage node (its geometry exactly as Slicer has it), `brainxai
-explain` runs in a background process (brainxai.process), and its folder is read back into the scene
-(brainxai.scene). Each run works in its own temporary folder, removed when the run fails or is cancelled, and
+explain` runs in a background process (brainxai.app.process), and its folder is read back into the scene
+(brainxai.mrml.scene). Each run works in its own temporary folder, removed when the run fails or is cancelled, and
 for finished results when they are dropped (scene closed, module cleaned up); never while its child still runs.
 Runs headless on slicer-core and inside Slicer alike.
 """
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import BrainXAIError
+from ..errors import BrainXAIError
 from .process import BackgroundExplain, WarmWorker
 
 
@@ -45,7 +45,7 @@ class ExplainSession:
               out_dir: str | Path | None = None, llm: str | None = None, allow_cloud: bool = False,
               llm_base_url: str | None = None) -> BackgroundExplain:
         """Write the volume and start the pipeline in a background process. Poll job.poll(); when `running` turns
-        False, call finish(). llm: a report backend (brainxai.llm.PRESETS); its key comes from the environment."""
+        False, call finish(). llm: a report backend (brainxai.reporting.llm.PRESETS); its key comes from the environment."""
         if self.running:
             raise BrainXAIError("a BrainXAI run is in progress: wait for it or cancel it first")
         if volume_node is None or not volume_node.IsA("vtkMRMLScalarVolumeNode"):
@@ -58,7 +58,7 @@ class ExplainSession:
         work = Path(tempfile.mkdtemp(prefix="BrainXAI-"))
         self.work_dirs.append(work)
         input_path = work / f"{safe_name(volume_node.GetName())}.nrrd"  # the child's messages name the user's volume
-        from .scene import new_storage_node
+        from ..mrml.scene import new_storage_node
 
         storage = new_storage_node(volume_node)  # not added to the scene: the user's node is untouched
         storage.SetFileName(str(input_path))
@@ -76,9 +76,9 @@ class ExplainSession:
         return self.job
 
     def finish(self):
-        """After the job has ended: its results as scene nodes (brainxai.scene.SceneResult). Raises BrainXAIError
+        """After the job has ended: its results as scene nodes (brainxai.mrml.scene.SceneResult). Raises BrainXAIError
         with the child's one-line message when it failed or was cancelled; its folder is then already gone."""
-        from . import scene
+        from ..mrml import scene
 
         if self.job is None:
             raise BrainXAIError("no BrainXAI run to finish")

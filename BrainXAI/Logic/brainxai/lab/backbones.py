@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from .evaluate import EvalOptions, evaluate
-from .model import load_model
-from .model_config import PAPER_BACKBONES, ModelConfig, encoder_name
+from ..model import load_model
+from ..model_config import PAPER_BACKBONES, ModelConfig, encoder_name
 from .train import train
 
 

@@ -16,10 +16,10 @@ import html
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import BrainXAIError
-from .explain import METHODS, TITLES
+from ..errors import BrainXAIError
+from ..explain import METHODS, TITLES
 
-# brainxai.llm.PRESETS (importing it needs packages that are installed only after the user agrees)
+# brainxai.reporting.llm.PRESETS (importing it needs packages that are installed only after the user agrees)
 LLM_BACKENDS = ("llama", "ollama", "vllm", "llamacpp", "grok", "mistral")
 BUILTIN_WRITER = "builtin"
 PARAMETERS = {  # the parameter node's fields and defaults (BrainXAIParameterNode in the module mirrors them)
@@ -68,7 +68,7 @@ def describe(findings: dict) -> str:
     d = findings.get("diagnosis")
     if not d:
         return "No diagnosis: " + "; ".join(findings.get("warnings", [])[:1] or ["the input was not recognised"])
-    from .report import LOW_CONFIDENCE  # a result exists: the packages are installed
+    from ..reporting.report import LOW_CONFIDENCE  # a result exists: the packages are installed
 
     lesion = findings.get("lesion", {}).get("volume_ml")
     p = d["probabilities"][d["label"]]
@@ -92,7 +92,7 @@ def input_caution(findings: dict) -> str:
 
 
 class PanelController:
-    """One per module widget. `session` is a brainxai.session.ExplainSession on the scene; `ensure_dependencies`
+    """One per module widget. `session` is a brainxai.app.session.ExplainSession on the scene; `ensure_dependencies`
     asks the user and installs (True when everything is there); `dependencies_installed` only checks."""
 
     def __init__(self, session, params, host: Host, ensure_dependencies, dependencies_installed,
@@ -104,7 +104,7 @@ class PanelController:
         self.dependencies_installed = dependencies_installed
         self.keep_worker_warm = keep_worker_warm
         self.allow_cloud = False  # asked for in every session, never stored
-        self.result = None  # brainxai.scene.SceneResult shown in the panel
+        self.result = None  # brainxai.mrml.scene.SceneResult shown in the panel
         self.installing = False
         self.progress: tuple[str, float] = ("", 0.0)
         self.run_method: str | None = None  # the method shown when the running job ends
@@ -250,7 +250,7 @@ class PanelController:
         self.host.update()
 
     def _show(self, result) -> None:
-        from . import scene
+        from ..mrml import scene
 
         self.result = result
         # The method the run was started for: the selector is locked during a run, and a method changed by a
@@ -263,7 +263,7 @@ class PanelController:
     # ---------------------------------------------------------------------------------------------- result
 
     def method_changed(self) -> None:
-        from . import scene
+        from ..mrml import scene
 
         method = self.param("method")
         if self.result is None or self.running:
@@ -283,7 +283,7 @@ class PanelController:
 
     def threshold_changed(self, value: float) -> None:
         """The slider was released: re-threshold the shown method's heatmap (no re-run)."""
-        from . import scene
+        from ..mrml import scene
 
         if self.params is not None:
             self.params.threshold = float(value)
@@ -299,7 +299,7 @@ class PanelController:
         self.host.update()  # the report states the mask's percentile, volume and overlap
 
     def set_space(self, mni: bool) -> None:
-        from . import scene
+        from ..mrml import scene
 
         if self.result is None or self.result.to_mni is None or self.running:
             return
@@ -307,7 +307,7 @@ class PanelController:
         self.host.update()
 
     def jump(self) -> None:
-        from .slice_views import jump_to_lesion
+        from ..mrml.slice_views import jump_to_lesion
 
         if self.result is not None and jump_to_lesion(self.session.scene, self.result) is None:
             self.host.status("BrainXAI: no lesion or mask voxels to jump to")

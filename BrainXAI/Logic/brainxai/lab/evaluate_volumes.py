@@ -18,9 +18,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from . import CLASSES
-from .errors import BrainXAIError
-from .report import LOW_CONFIDENCE
+from .. import CLASSES
+from ..errors import BrainXAIError
+from ..reporting.report import LOW_CONFIDENCE
 
 PEAK_TOLERANCE_VOXELS = 3.0  # a heatmap peak this close to the reference tumour counts as inside it
 DEFAULT_METHOD = "gradcam++"
@@ -120,8 +120,8 @@ def score_case(findings: dict, images: dict, label: str, truth: np.ndarray | Non
 
 def evaluate_case(model, case: dict, method: str = DEFAULT_METHOD, threshold_percentile: float = 90.0,
                   progress: Callable[[str, float], None] | None = None, derived: bool = False) -> dict:
-    from . import pipeline
-    from .load import read_input
+    from .. import pipeline
+    from ..load import read_input
 
     image, info = read_input(case["path"])
     truth = reference_mask(case["mask"], image) if case["mask"] is not None else None
@@ -187,8 +187,9 @@ def derived_inputs(image: sitk.Image, seed: int = 0) -> dict[str, sitk.Image]:
 def derived_input_flags(image: sitk.Image) -> dict[str, list[str] | str]:
     """The input check's flags on each derived input: the load stage's checks, the registration and its brain check
     as explain makes them (a refusal is a catch too), then the flags."""
-    from . import guard, register
-    from .load import check_image
+    from .. import guard
+    from ..mni import register
+    from ..load import check_image
 
     out = {}
     for name, variant in derived_inputs(image).items():

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .atlas import display_name, hemisphere_of, terminology_rows
+from ..mni.atlas import display_name, hemisphere_of, terminology_rows
 from .findings import validate, walk
 
 @dataclass(frozen=True)
