@@ -29,10 +29,12 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 # Light modules only (standard library): the panel opens before BrainXAI's packages are installed.
+from brainxai import layout
 from brainxai.app import dependencies
-from brainxai.explain import METHODS, TITLES
 from brainxai.app.panel import BUILTIN_WRITER, LLM_BACKENDS, PARAMETERS, PanelController
 from brainxai.app.session import ExplainSession
+from brainxai.explain import METHODS, TITLES
+from brainxai.options import Options
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "requirements.txt")
 KEEP_WARM_SETTING = "BrainXAI/KeepWorkerWarm"  # per machine (Slicer's settings), not per scene
@@ -104,7 +106,8 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
     def start(self, volumeNode, methods=("gradcam++",), threshold=90.0, maxCamSlices=None, outDir=None, llm=None,
               allowCloud=False, llmBaseUrl=None):
         """Start a background run; poll job.poll() until logic.session.running is False, then call finish()."""
-        return self.session.start(volumeNode, methods, threshold, maxCamSlices, outDir, llm, allowCloud, llmBaseUrl)
+        options = Options(methods=tuple(methods), threshold_percentile=threshold, max_cam_slices=maxCamSlices)
+        return self.session.start(volumeNode, options, outDir, llm, allowCloud, llmBaseUrl)
 
     def finish(self, method=None):
         """The ended run's results as scene nodes (brainxai.mrml.scene.SceneResult), `method` shown in the views."""
@@ -118,8 +121,9 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         """Blocking run for scripts (the GUI stays responsive): returns the brainxai.mrml.scene.SceneResult."""
         from brainxai.mrml import scene
 
-        result = self.session.run(volumeNode, tuple(methods or (method,)), threshold, maxCamSlices,
-                                  process_events=slicer.app.processEvents)
+        options = Options(methods=tuple(methods or (method,)), threshold_percentile=threshold,
+                          max_cam_slices=maxCamSlices)
+        result = self.session.run(volumeNode, options, process_events=slicer.app.processEvents)
         scene.show_in_slice_views(slicer.mrmlScene, result, method)
         return result
 
@@ -424,7 +428,7 @@ class BrainXAITest(ScriptedLoadableModuleTest):
             self.assertEqual(node.GetImageData().GetDimensions(), volume.GetImageData().GetDimensions())
         entry = logic.rethreshold(result, "gradcam++", 97)  # no re-run; the findings follow
         self.assertEqual(entry["threshold_percentile"], 97)
-        with open(os.path.join(result.out_dir, "report.md"), encoding="utf-8") as report:
+        with open(os.path.join(result.out_dir, layout.REPORT_MD), encoding="utf-8") as report:
             self.assertIn("percentile 97", report.read())
         logic.removeWorkDirs()
         self.assertFalse(os.path.exists(result.out_dir))

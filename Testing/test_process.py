@@ -12,6 +12,7 @@ import pytest
 import brainxai
 from brainxai.errors import BrainXAIError
 from brainxai.app.process import BackgroundExplain, WarmWorker, child_env
+from brainxai.options import Options
 
 
 def _worker(warm: bool):
@@ -26,7 +27,7 @@ def _worker(warm: bool):
 @pytest.mark.parametrize("warm", [False, True], ids=["fresh child", "warm worker"])
 def test_background_run_reports_progress_and_writes_the_folder(tmp_path, warm):
     worker = _worker(warm)
-    job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2).start(worker)
+    job = BackgroundExplain(None, tmp_path / "out", Options(methods=("gradcam++",), max_cam_slices=2)).start(worker)
     seen = []
     while job.running:
         p = job.poll()
@@ -59,7 +60,7 @@ def test_idle_warm_worker_ends_when_closed_or_left(tmp_path):
 @pytest.mark.parametrize("warm", [False, True], ids=["fresh child", "warm worker"])
 def test_cancel_kills_the_child_and_leaves_nothing(brats_path, tmp_path, warm):
     worker = _worker(warm)
-    job = BackgroundExplain(brats_path, tmp_path / "out", methods=("scorecam",)).start(worker)
+    job = BackgroundExplain(brats_path, tmp_path / "out", Options(methods=("scorecam",))).start(worker)
     deadline = time.time() + 120
     while job.running and job.poll().stage not in ("model", "explain") and time.time() < deadline:
         time.sleep(0.1)
@@ -104,7 +105,7 @@ def test_background_run_writes_the_verified_llm_report(tmp_path, warm):
 
     worker = _worker(warm)
     with LLMServer() as server:
-        job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2, llm="vllm",
+        job = BackgroundExplain(None, tmp_path / "out", Options(methods=("gradcam++",), max_cam_slices=2), llm="vllm",
                                 llm_settings={"base_url": server.url + "/v1", "model": "correct"}).start(worker)
         assert job.wait(600) == 0
         assert server.requests and server.requests[-1]["path"] == "/v1/chat/completions"
@@ -126,7 +127,7 @@ def _launcher(tmp_path, waits: bool) -> str:
 
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in launcher is a POSIX shell script")
 def test_a_run_ends_when_its_pipes_close_not_when_the_launcher_exits(tmp_path):
-    job = BackgroundExplain(None, tmp_path / "out", methods=("gradcam++",), max_cam_slices=2,
+    job = BackgroundExplain(None, tmp_path / "out", Options(methods=("gradcam++",), max_cam_slices=2),
                             python=_launcher(tmp_path, waits=False)).start()
     time.sleep(1.0)
     assert job._proc.poll() == 0  # the launcher is gone ...
@@ -137,7 +138,7 @@ def test_a_run_ends_when_its_pipes_close_not_when_the_launcher_exits(tmp_path):
 
 @pytest.mark.skipif(os.name != "posix", reason="the stand-in launcher is a POSIX shell script")
 def test_cancel_reaches_the_python_behind_the_launcher(brats_path, tmp_path):
-    job = BackgroundExplain(brats_path, tmp_path / "out", methods=("gradcam++",),
+    job = BackgroundExplain(brats_path, tmp_path / "out", Options(methods=("gradcam++",)),
                             python=_launcher(tmp_path, waits=True)).start()
     deadline = time.time() + 120
     while job.poll().stage not in ("register", "load", "model") and time.time() < deadline:

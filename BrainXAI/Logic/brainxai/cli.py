@@ -15,7 +15,8 @@ from .errors import BrainXAIError
 def _explain(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import Options, explain
+    from .options import from_args
+    from .pipeline import explain
     from .runtime import own_process
 
     own_process()
@@ -39,14 +40,8 @@ def _explain(args) -> int:
         from .reporting.llm import check_allowed
 
         check_allowed(backend)
-    opts = Options(
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        threshold_percentile=args.threshold,
-        model_path=args.model,
-        max_cam_slices=args.max_cam_slices,
-    )
     try:
-        result = explain(args.input, args.out, opts, overwrite=args.overwrite, progress=progress,
+        result = explain(args.input, args.out, from_args(args), overwrite=args.overwrite, progress=progress,
                          assume_geometry=args.assume_geometry, series=args.series)
     finally:
         for bar in bars:
@@ -301,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .explain import METHODS
     from .model_config import DEEPEST, DEFAULT_WEIGHTS, PAPER_BACKBONES
+    from .options import Options
+
+    defaults = Options()  # the command line shows and uses the pipeline's own defaults
 
     p = argparse.ArgumentParser(prog="brainxai", description="Explainable brain-tumour MRI (research use only).")
     p.add_argument("--version", action="version", version=f"brainxai {__version__}")
@@ -316,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read a NIfTI whose header has no usable voxel size or orientation as ITK defaults it "
                         "(recorded as a warning: sizes, regions and left/right are then unverified)")
     e.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read when a DICOM folder holds several")
-    e.add_argument("--methods", default="gradcam,gradcam++,scorecam", help=f"comma-separated, from: {', '.join(METHODS)}")
-    e.add_argument("--threshold", type=float, default=90.0, help="heatmap percentile (in-brain) for the masks")
+    e.add_argument("--methods", default=",".join(defaults.methods), help=f"comma-separated, from: {', '.join(METHODS)}")
+    e.add_argument("--threshold", type=float, default=defaults.threshold_percentile,
+                   help="heatmap percentile (in-brain) for the masks")
     e.add_argument("--model", type=Path, help="weights file (default: the packaged model)")
     e.add_argument("--max-cam-slices", type=int, help="explain at most this many slices (those with most tumour)")
     e.add_argument("--progress", choices=("bar", "json"), default="bar",
@@ -364,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", type=Path, help="weights file (default: the packaged model)")
     v.add_argument("--split", choices=("all", "val"), default="all",
                    help="'val': only the validation blocks of the training split (the default model's held-out data)")
-    v.add_argument("--methods", default="gradcam,gradcam++,scorecam", help=f"comma-separated, from: {', '.join(METHODS)}")
-    v.add_argument("--threshold", type=float, default=90.0, help="heatmap percentile (in-head) for the CAM masks")
+    v.add_argument("--methods", default=",".join(defaults.methods), help=f"comma-separated, from: {', '.join(METHODS)}")
+    v.add_argument("--threshold", type=float, default=defaults.threshold_percentile,
+                   help="heatmap percentile (in-head) for the CAM masks")
     v.add_argument("--scorecam-slices", type=int, default=24, help="Score-CAM on a random subset of this many slices")
     v.add_argument("--perturbation-slices", type=int, default=200, help="deletion/insertion on this many slices")
     v.add_argument("--max-cam-slices", type=int, help="Grad-CAM(++) on at most this many slices (default: all)")

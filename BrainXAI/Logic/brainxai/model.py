@@ -15,7 +15,7 @@ import torch
 from segmentation_models_pytorch.base import ClassificationHead
 from torch import nn
 
-from .errors import BrainXAIError
+from .errors import BrainXAIError, Cancelled
 from .model_config import DEEPEST, ModelConfig, weights_path
 
 
@@ -296,7 +296,7 @@ def predict_slices(
     with precision_mode(model, precision) as (net, prepare), _kept_head_input(net, keep_features) as kept:
         for start in range(0, len(slices), batch_size):
             if cancel is not None and cancel():
-                raise BrainXAIError("cancelled")
+                raise Cancelled()
             x = as_batch(slices[start : start + batch_size])
             mask_logits, class_logits = net(prepare(x))
             probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from . import CLASSES, __version__, guard, output, preprocess, runtime, threshold
+from . import CLASSES, __version__, guard, layout, output, preprocess, runtime, threshold
 from .mni import atlas, register
 from .reporting import findings as findings_mod, report
-from .errors import BrainXAIError
+from .errors import BrainXAIError, Cancelled
 from .explain import check_names
 from .load import InputInfo, read_input
 from .model_config import weights_path
@@ -72,7 +72,7 @@ class _Tracker:
 
     def check(self):
         if self.cancel is not None and self.cancel():
-            raise BrainXAIError("cancelled")
+            raise Cancelled()
 
 
 def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) -> sitk.Image:
@@ -205,14 +205,14 @@ def analyse(
     explained[evidence] = True
     region = brain & explained[:, None, None]
     # The region the heatmaps are thresholded in (brain x explained slices): lets a viewer re-threshold exactly.
-    images_oriented: dict[str, np.ndarray] = {"tumor_segmentation": seg_mask.astype(np.uint8),
-                                              "analysis_region": region.astype(np.uint8)}
+    images_oriented: dict[str, np.ndarray] = {layout.SEGMENTATION: seg_mask.astype(np.uint8),
+                                              layout.ANALYSIS_REGION: region.astype(np.uint8)}
     explanations = []
     for method in methods:
         heat = np.clip(preprocess.from_model(heat_model[method.name], frame), 0, 1) * brain
         mask, _ = threshold.threshold_heatmap(heat, region, oriented.GetSpacing(), options.threshold_percentile)
-        images_oriented[f"heatmap_{method.name}"] = heat.astype(np.float32)
-        images_oriented[f"mask_{method.name}"] = mask.astype(np.uint8)
+        images_oriented[layout.heatmap(method.name)] = heat.astype(np.float32)
+        images_oriented[layout.mask(method.name)] = mask.astype(np.uint8)
         explanations.append({
             "method": method.name,
             "target_class": CLASSES[label],
@@ -231,13 +231,13 @@ def analyse(
     if reg is not None:
         mni_images = {
             name: register.to_mni(img, reg, "nearest" if img.GetPixelID() == sitk.sitkUInt8 else "linear")
-            for name, img in images.items() if name != "analysis_region"
+            for name, img in images.items() if name != layout.ANALYSIS_REGION
         }
-        lesion_mni = mni_images["tumor_segmentation"]
-        first_heat = mni_images[f"heatmap_{methods[0].name}"] if methods else None
+        lesion_mni = mni_images[layout.SEGMENTATION]
+        first_heat = mni_images[layout.heatmap(methods[0].name)] if methods else None
         regions = atlas.region_table(lesion_mni) if seg_mask.any() else []
         summary = atlas.lesion_summary(lesion_mni, first_heat)
-        mni_images["atlas_regions"] = atlas.region_labelmap([r["index"] for r in regions], lesion_mni)
+        mni_images[layout.ATLAS_REGIONS] = atlas.region_labelmap([r["index"] for r in regions], lesion_mni)
 
     track.stage("report")
     if info.kind == "slice":
@@ -281,8 +281,8 @@ def analyse(
     overview = {
         "image": scaled,
         "spacing": (sx, sy),
-        "heatmap": images_oriented[f"heatmap_{methods[0].name}"] if methods else None,
-        "mask": images_oriented[f"mask_{methods[0].name}"] if methods else None,
+        "heatmap": images_oriented[layout.heatmap(methods[0].name)] if methods else None,
+        "mask": images_oriented[layout.mask(methods[0].name)] if methods else None,
         "segmentation": seg_mask,
         "method": methods[0].title if methods else "",
         "label": CLASSES[label],
@@ -303,17 +303,17 @@ def write_outputs(result: Result, out_dir: str | Path, overwrite: bool = False) 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        images = {tmp / f"{name}.nii.gz": img for name, img in result.images.items()}
+        images = {tmp / layout.image(name): img for name, img in result.images.items()}
         if result.registration is not None:
-            (tmp / "mni").mkdir()
-            images.update({tmp / "mni" / f"{name}.nii.gz": img for name, img in result.mni_images.items()})
-            register.save_transform(result.registration, tmp / "transform_to_mni.tfm")
+            (tmp / layout.MNI_DIR).mkdir()
+            images.update({tmp / layout.MNI_DIR / layout.image(name): img for name, img in result.mni_images.items()})
+            register.save_transform(result.registration, tmp / layout.TRANSFORM)
         # SimpleITK compresses and writes without the GIL while this thread draws the overview.
         with ThreadPoolExecutor(2, thread_name_prefix="brainxai-write") as pool:
             writes = [pool.submit(sitk.WriteImage, img, str(path), True) for path, img in images.items()]
-            findings_mod.write_findings(result.findings, tmp / "findings.json")
+            findings_mod.write_findings(result.findings, tmp / layout.FINDINGS)
             report.write_report(result.findings, tmp)
-            save_overview(result.overview, tmp / "overview.png")
+            save_overview(result.overview, tmp / layout.OVERVIEW)
             for w in writes:
                 w.result()
         if out_dir.exists():

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .reporting import findings as findings_mod, report
-from . import output, threshold
+from . import layout, output, threshold
 from .mni import register
 from .errors import BrainXAIError
 
@@ -56,18 +56,18 @@ def rethreshold(out_dir: str | Path, method: str, percentile: float) -> tuple[np
 
 
 def _rethreshold(out: Path, method: str, percentile: float) -> tuple[np.ndarray, dict]:
-    result_findings = findings_mod.read_findings(out / "findings.json")
+    result_findings = findings_mod.read_findings(out / layout.FINDINGS)
     entry = next((e for e in result_findings["explanations"] if e["method"] == method), None)
     if entry is None:
         done = ", ".join(e["method"] for e in result_findings["explanations"]) or "none"
         raise BrainXAIError(f"no '{method}' explanation in {out}: choose one of {done}")
-    paths = {name: out / f"{name}.nii.gz" for name in (f"heatmap_{method}", "analysis_region", "tumor_segmentation")}
+    paths = {name: out / layout.image(name) for name in (layout.heatmap(method), layout.ANALYSIS_REGION, layout.SEGMENTATION)}
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
         raise BrainXAIError(f"{out} lacks {', '.join(missing)}: re-run 'brainxai explain' to get a complete folder")
-    heat = sitk.ReadImage(str(paths[f"heatmap_{method}"]), sitk.sitkFloat32)
-    region = sitk.GetArrayFromImage(sitk.ReadImage(str(paths["analysis_region"]))) > 0
-    seg_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(paths["tumor_segmentation"]))) > 0
+    heat = sitk.ReadImage(str(paths[layout.heatmap(method)]), sitk.sitkFloat32)
+    region = sitk.GetArrayFromImage(sitk.ReadImage(str(paths[layout.ANALYSIS_REGION]))) > 0
+    seg_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(paths[layout.SEGMENTATION]))) > 0
     # Percentiles and 26-connected components do not depend on axis order, so the file's grid gives the
     # pipeline's mask although the pipeline thresholded in the model's orientation.
     mask, _ = threshold.threshold_heatmap(sitk.GetArrayFromImage(heat), region, heat.GetSpacing(), percentile)
@@ -80,18 +80,18 @@ def _rethreshold(out: Path, method: str, percentile: float) -> tuple[np.ndarray,
     staged = tempfile.mkdtemp(prefix=".rethreshold.", dir=out)
     try:
         staging = Path(staged)
-        moves = [(f"mask_{method}.nii.gz", f"mask_{method}.nii.gz")]
+        moves = [(layout.image(layout.mask(method)), layout.image(layout.mask(method)))]
         sitk.WriteImage(mask_image, str(staging / moves[0][0]), useCompression=True)
-        tfm = out / "transform_to_mni.tfm"
-        if (out / "mni" / f"mask_{method}.nii.gz").is_file() and tfm.is_file():
-            moves.append(("mni_mask.nii.gz", f"mni/mask_{method}.nii.gz"))
+        tfm = out / layout.TRANSFORM
+        if (out / layout.MNI_DIR / layout.image(layout.mask(method))).is_file() and tfm.is_file():
+            moves.append(("mni_mask.nii.gz", f"{layout.MNI_DIR}/{layout.image(layout.mask(method))}"))
             sitk.WriteImage(register.resample_to_mni(mask_image, register.load_transform(tfm), "nearest"),
                             str(staging / "mni_mask.nii.gz"), useCompression=True)
-        findings_mod.write_findings(result_findings, staging / "findings.json")
+        findings_mod.write_findings(result_findings, staging / layout.FINDINGS)
         report.write_report(result_findings, staging)
-        moves += [(name, name) for name in ("report.md", "report.html", "findings.json")]
+        moves += [(name, name) for name in (layout.REPORT_MD, layout.REPORT_HTML, layout.FINDINGS)]
         # an LLM report written for the old threshold no longer says what the findings say
-        plan = {"moves": moves, "remove": sorted(p.name for p in out.glob("report_llm.*"))}
+        plan = {"moves": moves, "remove": sorted(p.name for p in out.glob(layout.llm_reports()))}
         (staging / f"{_JOURNAL}.tmp").write_text(json.dumps(plan), encoding="utf-8")
         os.replace(staging / f"{_JOURNAL}.tmp", staging / _JOURNAL)
         _commit(staging, out)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-DEFAULT_PERCENTILE = 90.0
+from .options import DEFAULT_PERCENTILE
+
 MIN_COMPONENT_FRACTION = 0.1  # of the largest component: drops speckle, keeps a genuinely multifocal map
 MIN_COMPONENT_ML = 0.05
 

@@ -16,7 +16,9 @@ import html
 from dataclasses import dataclass
 from typing import Protocol
 
+from .. import layout
 from ..errors import BrainXAIError
+from ..options import Options
 from ..explain import METHODS, TITLES
 
 # brainxai.reporting.llm.PRESETS (importing it needs packages that are installed only after the user agrees)
@@ -165,7 +167,7 @@ class PanelController:
     def _report_html(self) -> str:
         """The verified LLM report when there is one (or the built-in one under its banner), else the built-in
         report; a re-threshold removes an LLM report written for the old threshold."""
-        for name in ("report_llm.html", "report.html"):
+        for name in (layout.LLM_REPORT_STEM + ".html", layout.REPORT_HTML):
             path = self.result.out_dir / name
             if path.is_file():
                 key = (path, path.stat().st_mtime_ns)  # view() runs at every poll tick: read a report once
@@ -200,7 +202,8 @@ class PanelController:
             self.set_space(False)  # the new run must see the input in its own space, not under the MNI transform
         backend = self.param("llmBackend") or BUILTIN_WRITER
         try:
-            self.session.start(node, self.methods_to_run(), float(self.param("threshold")),
+            self.session.start(node, Options(methods=tuple(self.methods_to_run()),
+                                             threshold_percentile=float(self.param("threshold"))),
                                llm=None if backend == BUILTIN_WRITER else backend, allow_cloud=self.allow_cloud,
                                llm_base_url=(self.param("llmEndpoint") or "").strip() or None)
         except (BrainXAIError, OSError) as exc:

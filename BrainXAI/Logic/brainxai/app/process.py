@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BrainXAIError
+from ..options import Options, to_argv
 
 PROGRESS_PREFIX = "BRAINXAI-PROGRESS "
 READY_LINE = "BRAINXAI-READY"  # a warm worker's first line: imports done, weights read, waiting for its job
@@ -159,21 +160,13 @@ def _stop_group(proc: subprocess.Popen, force: bool) -> None:
 
 
 class BackgroundExplain:
-    def __init__(self, input_path: str | Path | None, out_dir: str | Path, methods: tuple[str, ...] = (),
-                 threshold: float | None = None, max_cam_slices: int | None = None, python: str | None = None,
-                 model: str | Path | None = None, env: dict | None = None, llm: str | None = None,
+    def __init__(self, input_path: str | Path | None, out_dir: str | Path, options: Options | None = None,
+                 python: str | None = None, env: dict | None = None, llm: str | None = None,
                  allow_cloud: bool = False, llm_settings: dict | None = None):
         self.out_dir = Path(out_dir)
         cmd = [python or sys.executable, "-m", "brainxai", "explain", "--out", str(self.out_dir), "--progress", "json"]
         cmd += [str(input_path)] if input_path is not None else ["--demo"]
-        if methods:
-            cmd += ["--methods", ",".join(methods)]
-        if threshold is not None:
-            cmd += ["--threshold", str(threshold)]
-        if max_cam_slices is not None:
-            cmd += ["--max-cam-slices", str(max_cam_slices)]
-        if model is not None:
-            cmd += ["--model", str(model)]
+        cmd += to_argv(options or Options())
         if llm and llm != "builtin":  # the child also writes report_llm.md/.html/.json, verified
             cmd += ["--llm", llm] + (["--allow-cloud"] if allow_cloud else [])
         self.command = cmd

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import BrainXAIError
+from ..options import Options
 from .process import BackgroundExplain, WarmWorker
 
 
@@ -41,9 +42,8 @@ class ExplainSession:
     def running(self) -> bool:
         return self.job is not None and self.job.running
 
-    def start(self, volume_node, methods=("gradcam++",), threshold: float = 90.0, max_cam_slices: int | None = None,
-              out_dir: str | Path | None = None, llm: str | None = None, allow_cloud: bool = False,
-              llm_base_url: str | None = None) -> BackgroundExplain:
+    def start(self, volume_node, options: Options | None = None, out_dir: str | Path | None = None,
+              llm: str | None = None, allow_cloud: bool = False, llm_base_url: str | None = None) -> BackgroundExplain:
         """Write the volume and start the pipeline in a background process. Poll job.poll(); when `running` turns
         False, call finish(). llm: a report backend (brainxai.reporting.llm.PRESETS); its key comes from the environment."""
         if self.running:
@@ -70,9 +70,9 @@ class ExplainSession:
         self.out_dir = Path(out_dir) if out_dir else work / "results"
         self.input_node = volume_node
         worker, self.worker = self.worker, None  # one job per worker
-        self.job = BackgroundExplain(input_path, self.out_dir, methods=tuple(methods), threshold=threshold,
-                                     max_cam_slices=max_cam_slices, python=self.python, llm=llm,
-                                     allow_cloud=allow_cloud, llm_settings={"base_url": llm_base_url}).start(worker)
+        self.job = BackgroundExplain(input_path, self.out_dir, options or Options(methods=("gradcam++",)),
+                                     python=self.python, llm=llm, allow_cloud=allow_cloud,
+                                     llm_settings={"base_url": llm_base_url}).start(worker)
         return self.job
 
     def finish(self):
@@ -105,10 +105,9 @@ class ExplainSession:
         if self.running:
             self.job.cancel(wait=wait)
 
-    def run(self, volume_node, methods=("gradcam++",), threshold: float = 90.0, max_cam_slices: int | None = None,
-            process_events=None, **llm):
+    def run(self, volume_node, options: Options | None = None, process_events=None, **llm):
         """Blocking run for scripts; `process_events` (Slicer: slicer.app.processEvents) keeps a GUI alive."""
-        self.start(volume_node, methods, threshold, max_cam_slices, **llm)
+        self.start(volume_node, options, **llm)
         while self.running:
             if process_events is not None:
                 process_events()

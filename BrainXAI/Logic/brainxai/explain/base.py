@@ -16,7 +16,7 @@ import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ..errors import BrainXAIError
+from ..errors import Cancelled
 from ..model import DEEPEST, LoadedModel, as_batch, head_features, precision_mode
 
 
@@ -79,7 +79,7 @@ class CamMethod:
         """Slices of batch_size indices; cancel is checked before each, progress told after each."""
         for start in range(0, n, self.batch_size):
             if cancel is not None and cancel():
-                raise BrainXAIError("cancelled")
+                raise Cancelled()
             b = slice(start, min(start + self.batch_size, n))
             yield b
             if progress is not None:

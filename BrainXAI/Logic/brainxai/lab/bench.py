@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .. import CLASSES, pipeline, preprocess, runtime, threshold
+from .. import CLASSES, layout, pipeline, preprocess, runtime, threshold
 
 
 class _Memory:
@@ -174,9 +174,9 @@ def run(input_path: str | Path, scorecam_slices: int = 6, progress=None, cli: bo
         # The same slices the pipeline saw, in model space.
         # The prepared model serves the naive stages and the Score-CAM comparison; the pipeline loads its own.
         _, _, head, frame, slices = preprocess.model_slices(image, model.cfg.input_size)
-        seg = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images["tumor_segmentation"])) > 0
+        seg = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images[layout.SEGMENTATION])) > 0
         seg_model = preprocess.to_model(seg.astype(np.float32), frame) > 0.5
-        region = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images["analysis_region"])) > 0
+        region = sitk.GetArrayFromImage(preprocess.orient_for_model(result.images[layout.ANALYSIS_REGION])) > 0
         brain_model = preprocess.to_model(head.astype(np.float32), frame) > 0.5
         active = result.analysed_slices
         target = CLASSES.index(result.findings["diagnosis"]["label"])

@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from .. import CLASSES
+from .. import CLASSES, layout
 from ..errors import BrainXAIError
 from ..reporting.report import LOW_CONFIDENCE
 
@@ -104,9 +104,9 @@ def score_case(findings: dict, images: dict, label: str, truth: np.ndarray | Non
         "contrast_probability": (findings.get("input_check") or {}).get("contrast_probability"),
     }
     if truth is not None and truth.any():
-        seg = _array(images["tumor_segmentation"]) > 0
-        heat = _array(images[f"heatmap_{method}"])
-        cam = _array(images[f"mask_{method}"]) > 0
+        seg = _array(images[layout.SEGMENTATION]) > 0
+        heat = _array(images[layout.heatmap(method)])
+        cam = _array(images[layout.mask(method)]) > 0
         distance = ndi.distance_transform_edt(~truth)  # voxels to the nearest tumour voxel
         row["reference_ml"] = round(float(truth.sum() * voxel_ml), 2)
         row["lesion_dice"] = dice(seg, truth)

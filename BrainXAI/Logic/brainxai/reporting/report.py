@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brainxai import CLASSES
+from brainxai import CLASSES, layout
 from brainxai.explain import TITLES
 from brainxai.reporting.findings import validate
 
@@ -298,7 +298,7 @@ def write_report(findings: dict, out_dir: str | Path) -> tuple[Path, Path]:
     statements = build_report(findings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path, html_path = out_dir / layout.REPORT_MD, out_dir / layout.REPORT_HTML
     md_path.write_text(render_markdown(statements, findings), encoding="utf-8")
     html_path.write_text(render_html(statements, findings), encoding="utf-8")
     return md_path, html_path
