@@ -13,7 +13,7 @@ import torch
 from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from brainxai.evaluate import EvalOptions, cam_mask, load_folder, pointing_hit
+from brainxai.lab.evaluate import EvalOptions, cam_mask, load_folder, pointing_hit
 from brainxai.explain import get_method
 from brainxai.explain.scorecam import SelectiveScoreCAM
 from brainxai.model import load_model

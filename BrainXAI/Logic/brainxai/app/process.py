@@ -32,7 +32,9 @@ def progress_line(stage: str, fraction: float) -> str:
 
 
 @dataclass
-class Progress:
+class ProgressReport:
+    """One progress line of a background run: the stage and the overall fraction the pipeline's callback gave."""
+
     stage: str
     fraction: float
 
@@ -92,7 +94,7 @@ class _Child:
         for line in self.proc.stdout:
             if line.startswith(PROGRESS_PREFIX):
                 d = json.loads(line[len(PROGRESS_PREFIX):])
-                self.events.put(Progress(d["stage"], d["fraction"]))
+                self.events.put(ProgressReport(d["stage"], d["fraction"]))
             elif line.strip() == READY_LINE:
                 self.ready.set()
 
@@ -180,7 +182,7 @@ class BackgroundExplain:
         self.cancelled = False  # cancel() was asked: a failure that follows is the cancel, not an error
         self._forced = False  # ended without a chance to clean up after itself
         self._leftovers: set[Path] = set()  # temporary siblings of out_dir that were there before the run
-        self.last = Progress("starting", 0.0)
+        self.last = ProgressReport("starting", 0.0)
         self.stages: list[str] = []  # every stage the child reported, in order (fast ones fall between two polls)
 
     def start(self, worker: WarmWorker | None = None) -> "BackgroundExplain":
@@ -201,7 +203,7 @@ class BackgroundExplain:
     def _proc(self) -> subprocess.Popen | None:
         return None if self._child is None else self._child.proc
 
-    def poll(self) -> Progress:
+    def poll(self) -> ProgressReport:
         """The latest progress (non-blocking)."""
         while self._child is not None:
             try:
