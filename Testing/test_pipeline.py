@@ -201,8 +201,9 @@ def test_failure_while_writing_leaves_nothing(brats_fast, tmp_path, monkeypatch)
         raise OSError("disk full")
 
     monkeypatch.setattr(brainxai.overview, "save_overview", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(BrainXAIError, match="cannot write to .*disk full.*nothing was written") as exc:
         pipeline.write_outputs(brats_fast, tmp_path / "out")
+    assert isinstance(exc.value.__cause__, OSError)  # one line for the user, the cause kept for a traceback
     assert list(tmp_path.iterdir()) == []
 
 

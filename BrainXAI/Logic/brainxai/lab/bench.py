@@ -116,13 +116,14 @@ def _cli_wall(input_path: Path, tmp: Path) -> tuple[float, float]:
 def _warm_wall(input_path: Path, tmp: Path) -> float:
     """Seconds from handing the job to a ready warm worker (what the Slicer module keeps) to its end."""
     from ..app.process import BackgroundExplain, WarmWorker
+    from ..options import Options
 
     worker = WarmWorker()
     try:
         if not worker.wait_ready(600):
             raise RuntimeError("the warm worker did not get ready: " + " ".join(worker.child.stderr[-2:]))
         t0 = time.perf_counter()
-        BackgroundExplain(input_path, tmp / "warm", methods=("gradcam++",)).start(worker).wait()
+        BackgroundExplain(input_path, tmp / "warm", Options(methods=("gradcam++",))).start(worker).wait()
         return time.perf_counter() - t0
     finally:
         worker.close()
