@@ -92,6 +92,86 @@ def _diagnosis(probs: np.ndarray, lesion_area: np.ndarray, brain_area: np.ndarra
     return p / p.sum()
 
 
+def _register(image: sitk.Image, oriented: sitk.Image, head: np.ndarray, info: InputInfo, notes: list[str],
+              track: _Tracker, cancel: Cancel | None) -> tuple[register.Registration | None, np.ndarray]:
+    """(the registration or None for a 2-D slice, the brain mask in model orientation). Refuses what is not a brain.
+    The MNI brain carried onto the scan says where a brain tumour can be, so the neck, face and orbits (never in
+    the training slices) neither vote nor yield lesions."""
+    if info.kind != "volume":  # one 2D slice cannot be placed in 3D MNI space
+        return None, head
+    reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
+    guard.refuse_if_not_brain(reg)  # before the model: no diagnosis of what is not a brain MRI
+    if not reg.converged:
+        notes.append("Registration to MNI152 did not converge cleanly: the whole head was analysed (no brain "
+                     "mask) and the anatomical localisation should be treated with caution.")
+        return reg, head
+    region = register.brain_region(oriented, reg)  # kept: a view of a freed image reads freed memory
+    return reg, head & (sitk.GetArrayViewFromImage(region) > 0)
+
+
+def _lesion(seg_prob: np.ndarray, brain: np.ndarray, probs: np.ndarray, active: np.ndarray, spacing,
+            voxel_ml: float) -> np.ndarray:
+    """The lesion mask: the segmentation head's blobs that a tumour-classified slice confirms, big enough to count.
+    The two heads must agree: a segmented blob counts only where some slice it crosses is classified a tumour."""
+    confirmed = np.zeros(len(probs), bool)
+    confirmed[active] = probs[active, NO_TUMOR] < SLICE_TUMOR_PROBABILITY
+    seg_mask = threshold.confirmed_components((seg_prob > LESION_PROBABILITY) & brain, confirmed)
+    seg_mask = threshold.significant_components(seg_mask, spacing)
+    if seg_mask.sum() * voxel_ml < MIN_LESION_ML:
+        seg_mask[:] = False
+    return seg_mask
+
+
+def _evidence_slices(lesion_area: np.ndarray, probs: np.ndarray, active: np.ndarray, label: int,
+                     max_slices: int | None) -> np.ndarray:
+    """Slices that carry tumour evidence are explained; a scan without any explains its most confident slices."""
+    evidence = np.nonzero(lesion_area > 0)[0]
+    if evidence.size == 0:
+        evidence = active[np.argsort(-probs[active, label])[: min(5, len(active))]]
+    if max_slices and evidence.size > max_slices:
+        evidence = np.sort(evidence[np.argsort(-lesion_area[evidence])[:max_slices]])
+    return evidence
+
+
+def _explain(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np.ndarray, features, active,
+             probs: np.ndarray, label: int, options: Options, track: _Tracker, cancel: Cancel | None
+             ) -> dict[str, np.ndarray]:
+    """Each method's heatmap over the evidence slices, in model space (method name -> (slices, size, size))."""
+    heat_model: dict[str, np.ndarray] = {}
+    total = len(evidence) * len(methods)
+    for mi, method in enumerate(methods):
+        def cam_step(n, _base=mi * len(evidence), _count=[0]):
+            _count[0] += n
+            track.report((_base + _count[0]) / max(total, 1))
+
+        cams = method(model, slices[evidence], label, cam_step, cancel,
+                      features=features[np.searchsorted(active, evidence)], precision=options.precision)
+        # pytorch-grad-cam scales every slice to [0, 1]; weighting by the slice's probability for the explained
+        # class keeps weakly supported slices dim in the assembled 3D map.
+        heat = np.zeros_like(slices)
+        heat[evidence] = cams * probs[evidence, label][:, None, None]
+        heat_model[method.name] = heat
+    return heat_model
+
+
+def _atlas(images: dict[str, sitk.Image], reg: register.Registration | None, has_lesion: bool,
+           first_method: str | None) -> tuple[list, dict, dict[str, sitk.Image]]:
+    """(regions the lesion touches, lesion summary, the images in MNI space) — empty without a registration."""
+    summary = {"centroid_mni": None, "hemisphere": None, "peak_region": None}
+    if reg is None:
+        return [], summary, {}
+    mni_images = {
+        name: register.to_mni(img, reg, "nearest" if img.GetPixelID() == sitk.sitkUInt8 else "linear")
+        for name, img in images.items() if name != layout.ANALYSIS_REGION
+    }
+    lesion_mni = mni_images[layout.SEGMENTATION]
+    first_heat = mni_images[layout.heatmap(first_method)] if first_method else None
+    regions = atlas.region_table(lesion_mni) if has_lesion else []
+    summary = atlas.lesion_summary(lesion_mni, first_heat)
+    mni_images[layout.ATLAS_REGIONS] = atlas.region_labelmap([r["index"] for r in regions], lesion_mni)
+    return regions, summary, mni_images
+
+
 def analyse(
     image: sitk.Image,
     info: InputInfo,
@@ -102,32 +182,25 @@ def analyse(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> Result:
+    """The pipeline on IMAGE, in memory, stage by stage in the order they run: preprocess -> register (refuses what
+    is not a brain; the brain mask) -> model (slice probabilities, segmentation, input check) -> lesion (the heads
+    must agree) and diagnosis -> explain (CAMs on the evidence slices) -> threshold (heatmaps to masks, back on the
+    input grid) -> atlas (MNI images and regions) -> findings. Nothing is written (see write_outputs)."""
     options = options or Options()
     names = check_names(options.methods)
     if model is None:
         weights_path(options.model_path)  # a missing weights file is said now, not after the registration
     ready, cams = runtime.preload(model, options, names)
     track = _Tracker(progress, cancel)
+    notes = list(info.warnings) + list(warnings or [])  # what the load stage repaired or assumed first
 
     track.stage("preprocess")
     oriented, arr, head = preprocess.oriented_volume(image)
     sx, sy, sz = oriented.GetSpacing()
+    voxel_ml = sx * sy * sz / 1000.0
 
-    # Registration comes first: the MNI brain carried onto the scan says where a brain tumour can be, so the
-    # neck, face and orbits (never in the training slices) neither vote nor yield lesions.
     track.stage("register")
-    reg = None
-    notes = list(info.warnings) + list(warnings or [])  # what the load stage repaired or assumed first
-    brain = head
-    if info.kind == "volume":  # one 2D slice cannot be placed in 3D MNI space
-        reg = register.register_to_mni(image, progress=track.report, cancel=cancel)
-        guard.refuse_if_not_brain(reg)  # before the model: no diagnosis of what is not a brain MRI
-        if reg.converged:
-            region = register.brain_region(oriented, reg)  # kept: a view of a freed image reads freed memory
-            brain = head & (sitk.GetArrayViewFromImage(region) > 0)
-        else:
-            notes.append("Registration to MNI152 did not converge cleanly: the whole head was analysed (no brain "
-                         "mask) and the anatomical localisation should be treated with caution.")
+    reg, brain = _register(image, oriented, head, info, notes, track, cancel)
     brain_area = brain.sum((1, 2)) * sx * sy
     active = np.nonzero(brain_area > 0)[0]
 
@@ -155,15 +228,9 @@ def analyse(
         notes += guard.warnings(input_check, -reg.metric_value)
     else:
         input_check = guard.unchecked()
-    seg_prob = preprocess.from_model(seg_model, frame)
-    # The two heads must agree: a segmented blob counts only where some slice it crosses is classified a tumour.
-    confirmed = np.zeros(len(arr), bool)
-    confirmed[active] = probs[active, NO_TUMOR] < SLICE_TUMOR_PROBABILITY
-    seg_mask = threshold.confirmed_components((seg_prob > LESION_PROBABILITY) & brain, confirmed)
-    seg_mask = threshold.significant_components(seg_mask, oriented.GetSpacing())
-    voxel_ml = sx * sy * sz / 1000.0
-    if seg_mask.sum() * voxel_ml < MIN_LESION_ML:
-        seg_mask[:] = False
+
+    seg_mask = _lesion(preprocess.from_model(seg_model, frame), brain, probs, active, oriented.GetSpacing(),
+                       voxel_ml)
     lesion_area = seg_mask.sum((1, 2)) * sx * sy
     p_volume = _diagnosis(probs, lesion_area, brain_area)
     label = int(p_volume.argmax())
@@ -175,30 +242,11 @@ def analyse(
                      "is suspected.")
         seg_mask[:] = False
         lesion_area = seg_mask.sum((1, 2)) * sx * sy
-
-    # Slices that carry tumour evidence are explained; a scan without any explains its most confident slices.
-    evidence = np.nonzero(lesion_area > 0)[0]
-    if evidence.size == 0:
-        evidence = active[np.argsort(-probs[active, label])[: min(5, len(active))]]
-    if options.max_cam_slices and evidence.size > options.max_cam_slices:
-        evidence = np.sort(evidence[np.argsort(-lesion_area[evidence])[: options.max_cam_slices]])
+    evidence = _evidence_slices(lesion_area, probs, active, label, options.max_cam_slices)
 
     track.stage("explain")
     methods = cams.result()  # imported on the preload thread while the model ran
-    heat_model: dict[str, np.ndarray] = {}
-    total = len(evidence) * len(methods)
-    for mi, method in enumerate(methods):
-        def cam_step(n, _base=mi * len(evidence), _count=[0]):
-            _count[0] += n
-            track.report((_base + _count[0]) / max(total, 1))
-
-        cams = method(model, slices[evidence], label, cam_step, cancel,
-                      features=features[np.searchsorted(active, evidence)], precision=options.precision)
-        # pytorch-grad-cam scales every slice to [0, 1]; weighting by the slice's probability for the explained
-        # class keeps weakly supported slices dim in the assembled 3D map.
-        heat = np.zeros_like(slices)
-        heat[evidence] = cams * probs[evidence, label][:, None, None]
-        heat_model[method.name] = heat
+    heat_model = _explain(methods, model, slices, evidence, features, active, probs, label, options, track, cancel)
 
     track.stage("threshold")
     explained = np.zeros(len(arr), bool)
@@ -227,17 +275,7 @@ def analyse(
     }
 
     track.stage("atlas")
-    regions, summary, mni_images = [], {"centroid_mni": None, "hemisphere": None, "peak_region": None}, {}
-    if reg is not None:
-        mni_images = {
-            name: register.to_mni(img, reg, "nearest" if img.GetPixelID() == sitk.sitkUInt8 else "linear")
-            for name, img in images.items() if name != layout.ANALYSIS_REGION
-        }
-        lesion_mni = mni_images[layout.SEGMENTATION]
-        first_heat = mni_images[layout.heatmap(methods[0].name)] if methods else None
-        regions = atlas.region_table(lesion_mni) if seg_mask.any() else []
-        summary = atlas.lesion_summary(lesion_mni, first_heat)
-        mni_images[layout.ATLAS_REGIONS] = atlas.region_labelmap([r["index"] for r in regions], lesion_mni)
+    regions, summary, mni_images = _atlas(images, reg, bool(seg_mask.any()), methods[0].name if methods else None)
 
     track.stage("report")
     if info.kind == "slice":
