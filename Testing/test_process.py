@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,23 @@ def test_background_run_reports_progress_and_writes_the_folder(tmp_path, warm):
     assert (tmp_path / "out" / "findings.json").is_file()
     if worker is not None:
         assert not worker.alive  # one job, then it ends: nothing of this run stays for the next
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_a_warm_worker_killed_mid_run_is_one_line_and_leaves_nothing(tmp_path):
+    """The OOM killer ends the worker during a run: one line that says so, no output folder, no staging left."""
+    worker = _worker(True)
+    out = tmp_path / "out"
+    job = BackgroundExplain(None, out, Options(methods=("gradcam++",))).start(worker)
+    deadline = time.time() + 120
+    while job.poll().stage not in ("register", "load", "model") and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(worker.child.proc.pid, signal.SIGKILL)
+    with pytest.raises(BrainXAIError, match=r"killed \(SIGKILL, perhaps out of memory\).*run it again"):
+        job.wait(60)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    job = BackgroundExplain(None, out, Options(methods=("gradcam++",), max_cam_slices=2)).start()  # the next run
+    assert job.wait(300) == 0 and (out / "findings.json").is_file()
 
 
 def test_idle_warm_worker_ends_when_closed_or_left(tmp_path):
