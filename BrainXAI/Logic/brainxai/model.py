@@ -283,14 +283,15 @@ def predict_slices(
     model: LoadedModel,
     slices: np.ndarray,
     batch_size: int = 16,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     precision: str = "fp32",
     keep_features: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """slices: (N, S, S) float32 in [0, 1] at the model size. Returns class probabilities (N, C) and
     tumour probability maps (N, S, S); with keep_features also the features the classification head pools
-    (N, F, h, w) float32, from the same forward pass, for the CAMs. precision: see precision_mode."""
+    (N, F, h, w) float32, from the same forward pass, for the CAMs. precision: see precision_mode. progress: told the
+    fraction of the slices done after each batch."""
     probs = np.empty((len(slices), len(model.cfg.classes)), np.float32)
     seg = np.empty(slices.shape, np.float32)
     with precision_mode(model, precision) as (net, prepare), _kept_head_input(net, keep_features) as kept:
@@ -302,7 +303,7 @@ def predict_slices(
             probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()
             seg[start : start + len(x)] = torch.sigmoid(mask_logits[:, 0].float()).numpy()
             if progress is not None:
-                progress(len(x))
+                progress((start + len(x)) / len(slices))
     if not keep_features:
         return probs, seg
     return probs, seg, np.concatenate(kept) if kept else np.zeros((0,), np.float32)

@@ -138,13 +138,11 @@ def _explain(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np
              ) -> dict[str, np.ndarray]:
     """Each method's heatmap over the evidence slices, in model space (method name -> (slices, size, size))."""
     heat_model: dict[str, np.ndarray] = {}
-    total = len(evidence) * len(methods)
     for mi, method in enumerate(methods):
-        def cam_step(n, _base=mi * len(evidence), _count=[0]):
-            _count[0] += n
-            track.report((_base + _count[0]) / max(total, 1))
+        def done(fraction, _mi=mi):  # this method's share of the stage
+            track.report((_mi + fraction) / len(methods))
 
-        cams = method(model, slices[evidence], label, cam_step, cancel,
+        cams = method(model, slices[evidence], label, done, cancel,
                       features=features[np.searchsorted(active, evidence)], precision=options.precision)
         # pytorch-grad-cam scales every slice to [0, 1]; weighting by the slice's probability for the explained
         # class keeps weakly supported slices dim in the assembled 3D map.
@@ -211,16 +209,10 @@ def analyse(
     track.stage("model")
     scaled = preprocess.scale_intensity(arr)  # for the model and the overview figure
     frame, slices = preprocess.frame_slices(scaled, head, model.cfg.input_size)
-    n_done = [0]
-
-    def step(n):
-        n_done[0] += n
-        track.report(n_done[0] / max(len(active), 1))
-
     probs = np.zeros((len(arr), len(CLASSES)), np.float32)
     seg_model = np.zeros_like(slices)
     # The forward pass also keeps what the classification head pools: every CAM method starts from it.
-    probs[active], seg_model[active], features = predict_slices(model, slices[active], options.batch_size, step,
+    probs[active], seg_model[active], features = predict_slices(model, slices[active], options.batch_size, track.report,
                                                                 cancel, options.precision, keep_features=True)
     if reg is not None:  # also where registration did not converge: the check may say why
         contrast = guard.contrast_probability(features, model.path, model.sha256) if model.path else None

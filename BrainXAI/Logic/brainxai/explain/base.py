@@ -40,14 +40,15 @@ class CamMethod:
         model: LoadedModel,
         slices: np.ndarray,
         target: int,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[float], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         features: np.ndarray | None = None,
         precision: str = "fp32",
     ) -> np.ndarray:
         """slices (N, S, S) in [0, 1] -> heatmaps (N, S, S) in [0, 1], one min-max-scaled map per slice
         for class index `target`. `features`: the head's input for these slices from predict_slices(keep_features);
-        `precision` (see model.precision_mode) applies to any forward pass run here."""
+        `precision` (see model.precision_mode) applies to any forward pass run here; `progress` is told the fraction of
+        the slices done after each batch."""
         if model.cfg.cam_layer != DEEPEST:  # another target layer: pytorch-grad-cam's own forward and backward
             return self._on_network(model, slices, target, progress, cancel)
         if features is None:
@@ -76,14 +77,14 @@ class CamMethod:
         return out
 
     def _batches(self, n: int, progress, cancel):
-        """Slices of batch_size indices; cancel is checked before each, progress told after each."""
+        """Slices of batch_size indices; cancel is checked before each, the fraction done told after each."""
         for start in range(0, n, self.batch_size):
             if cancel is not None and cancel():
                 raise Cancelled()
             b = slice(start, min(start + self.batch_size, n))
             yield b
             if progress is not None:
-                progress(b.stop - b.start)
+                progress(b.stop / n)
 
     def _on_network(self, model, slices, target, progress, cancel) -> np.ndarray:
         out = np.zeros(slices.shape, np.float32)

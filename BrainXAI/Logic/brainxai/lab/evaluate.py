@@ -259,14 +259,8 @@ def evaluate_tensors(
     y = t["labels"]
     tick = progress or (lambda stage, done, total: None)
 
-    done = [0]
-
-    def step(n, stage="model", total=len(x)):
-        done[0] += n
-        tick(stage, done[0], total)
-
     tick("model", 0, len(x))
-    probs, seg = predict_slices(model, x, o.batch_size, step)
+    probs, seg = predict_slices(model, x, o.batch_size, lambda f: tick("model", round(f * len(x)), len(x)))
     metrics = classification_metrics(y, probs, model.cfg.classes)
     tumour = np.nonzero(np.array([model.cfg.classes[i] != "no_tumor" for i in y]) & t["masks"].any((1, 2)))[0]
     dices = slice_dices(seg[tumour] > 0.5, t["masks"][tumour])
@@ -293,13 +287,14 @@ def evaluate_tensors(
             idx = subsample(o.scorecam_slices)
         else:  # always covers the perturbation sample
             idx = np.union1d(subsample(o.max_cam_slices), perturb).astype(int)
-        done[0] = 0
-        stage = f"CAM {method.title}"
+        stage, done = f"CAM {method.title}", 0
         tick(stage, 0, len(idx))
         maps = np.zeros((len(idx), *x.shape[1:]), np.float32)
         for cls in np.unique(y[idx]):  # one target class per call: the slice's true class
             sel = np.nonzero(y[idx] == cls)[0]
-            maps[sel] = method(model, x[idx[sel]], int(cls), lambda n: step(n, stage, len(idx)))
+            maps[sel] = method(model, x[idx[sel]], int(cls),
+                               lambda f, _done=done, _n=len(sel): tick(stage, _done + round(f * _n), len(idx)))
+            done += len(sel)
         d, iou, hit = [], [], []
         for m, i in zip(maps, idx):
             pred = cam_mask(m, t["heads"][i] | t["masks"][i], o.threshold_percentile)
