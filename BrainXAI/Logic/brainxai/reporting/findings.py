@@ -140,8 +140,9 @@ def validate(findings: dict) -> None:
 
 
 def write_findings(findings: dict, path: str | Path) -> Path:
-    """Validate, then write `findings` as pretty UTF-8 JSON; returns the path written."""
-    validate(findings)
+    """Write `findings` as pretty UTF-8 JSON; returns the path written. Findings are validated where they enter
+    (built by the pipeline, read from disk, handed to an LLM); a writer only makes sure no identifier reaches disk."""
+    assert_deidentified(findings)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(findings, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")

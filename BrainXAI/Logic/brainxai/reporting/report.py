@@ -15,7 +15,7 @@ from pathlib import Path
 
 from brainxai import CLASSES, layout
 from brainxai.explain import TITLES
-from brainxai.reporting.findings import validate
+from brainxai.reporting.findings import assert_deidentified
 
 SECTIONS = ("technique", "findings", "explanation", "impression", "limitations")
 DECIMALS = {"volume_ml": 1, "probability": 2, "percent": 1, "mni_mm": 0, "dice": 2, "spacing_mm": 2, "metric": 3}
@@ -293,8 +293,8 @@ def render_html(statements: list[Statement], findings: dict) -> str:
 
 
 def write_report(findings: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """Validate the findings, then write report.md and report.html into out_dir."""
-    validate(findings)
+    """Write report.md and report.html into out_dir (no identifier reaches disk: see findings.write_findings)."""
+    assert_deidentified(findings)
     statements = build_report(findings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

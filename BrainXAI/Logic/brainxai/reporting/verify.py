@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ..mni.atlas import display_name, hemisphere_of, terminology_rows
-from .findings import validate, walk
+from .findings import walk
 
 @dataclass(frozen=True)
 class Claim:
@@ -581,8 +581,8 @@ class _Checker:
 
 
 def verify(findings: dict, report: str) -> Verification:
-    """Every claim found in `report`, each marked supported or not by `findings`."""
-    validate(findings)
+    """Every claim found in `report`, each marked supported or not by `findings` (valid findings: as built by the
+    pipeline or read by findings.read_findings)."""
     checker = _Checker(findings)
     for off, sentence in _sentences(report):
         plain = re.sub(r"[*_`#>|]", " ", sentence)  # Markdown emphasis, headings, table bars: same offsets
