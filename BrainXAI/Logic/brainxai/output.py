@@ -77,16 +77,17 @@ def recover(out: Path) -> None:
 
 def write_error(exc: BaseException, where: Path) -> BrainXAIError:
     """One line for a failure while writing outputs under WHERE (disk full, no permission, a writer's error)."""
-    if isinstance(exc, OSError) and exc.errno in _FULL:
+    if isinstance(exc, OSError):
+        full = exc.errno in _FULL
+    else:  # SimpleITK reports a failed write as a RuntimeError: say whether the disk is the reason
+        try:
+            full = shutil.disk_usage(where).free < 64 * 2**20
+        except OSError:
+            full = False
+    if full:
         return BrainXAIError(f"the disk holding {where} is full: free some space and run again (nothing was written)")
     if isinstance(exc, OSError):
         return BrainXAIError(f"cannot write to {where}: {exc.strerror or exc}; check the folder's permissions "
                              "(nothing was written)")
-    try:  # SimpleITK reports a failed write as a RuntimeError: say whether the disk is the reason
-        full = shutil.disk_usage(where).free < 64 * 2**20
-    except OSError:
-        full = False
-    if full:
-        return BrainXAIError(f"the disk holding {where} is full: free some space and run again (nothing was written)")
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), exc.__class__.__name__)
     return BrainXAIError(f"writing the outputs in {where} failed ({first[:200]}); nothing was written")

@@ -269,12 +269,11 @@ class BackgroundExplain:
             self._child.wait()
 
     def _temporaries(self) -> list[Path]:
-        """The folders `brainxai explain` writes into before moving them to out_dir (pipeline.write_outputs)."""
-        parent, name = self.out_dir.parent, self.out_dir.name
-        if not parent.is_dir():
-            return []
-        # not ".NAME.old-PID": that is the user's previous output while --overwrite swaps folders
-        return [p for p in parent.glob(f".{name}.*") if not p.name.startswith(f".{name}.old-")]
+        """The staging folders `brainxai explain` writes into before moving them to out_dir (output.leftovers); not
+        ".NAME.old-PID", which is the user's previous output while --overwrite swaps folders."""
+        from ..output import leftovers  # not at the top: the module file imports this one before any install
+
+        return leftovers(self.out_dir.resolve())[0]
 
     def _remove_temporaries(self) -> None:
         import shutil
