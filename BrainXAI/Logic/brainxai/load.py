@@ -112,9 +112,7 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> tuple[sitk.Im
     orientation, positions = _floats(first.get("0020|0037")), [_floats(t.get("0020|0032")) for t in tags]
     if len(files) < 2 or orientation is None or orientation.size != 6 or any(p is None or p.size != 3
                                                                              for p in positions):
-        reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
-        return reader.Execute(), notes  # one slice or no positions: nothing to check; later checks judge it
+        return sitk.ReadImage(files), notes  # one slice or no positions: nothing to check; later checks judge it
     row, col = orientation[:3], orientation[3:]
     normal = np.cross(row, col)
     pos = np.array(positions)
@@ -134,9 +132,7 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> tuple[sitk.Im
                 f"the slice spacing is not uniform ({steps.min():.2f}-{steps.max():.2f} mm)")
         raise BrainXAIError(f"DICOM series in {folder.name}: {what}; the volume's geometry would be wrong: export "
                             "the complete, uniformly spaced series")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    img = reader.Execute()
+    img = sitk.ReadImage(files)  # a list of files: SimpleITK reads them as one series, in this order
     travel = pos[-1] - pos[0]
     along = float(travel @ normal)
     tilt = float(np.degrees(np.arctan2(np.linalg.norm(travel - along * normal), along)))
