@@ -162,7 +162,7 @@ def test_cancel_returns_at_once_and_keeps_nothing(panel):
     scene, controller, host, _, _ = panel
     nodes = scene.GetNumberOfNodes()
     controller.apply()
-    wait_for(controller, stages=("register", "load", "model"))
+    wait_for(controller, stages=("register", "load_model", "model"))
     assert controller.running
     work = controller.session.work_dir
     t0 = time.time()
@@ -186,7 +186,7 @@ def test_a_killed_background_process_is_one_message_and_the_next_apply_works(pan
     scene, controller, host, _, _ = panel
     nodes = scene.GetNumberOfNodes()
     controller.apply()
-    wait_for(controller, stages=("register", "load", "model"))
+    wait_for(controller, stages=("register", "load_model", "model"))
     os.killpg(controller.session.job._proc.pid, signal.SIGKILL)
     wait_for(controller, timeout=60)
     assert len(host.errors) == 1 and "was killed (SIGKILL, perhaps out of memory)" in host.errors[0], host.errors
@@ -217,7 +217,7 @@ def test_a_failed_run_is_one_line_and_leaves_nothing(panel):
 def test_scene_close_mid_run_cancels_and_drops_the_run(panel):
     scene, controller, host, _, _ = panel
     controller.apply()
-    wait_for(controller, stages=("register", "load", "model"))
+    wait_for(controller, stages=("register", "load_model", "model"))
     work = controller.session.work_dir
     controller.scene_closing()
     assert controller.view().diagnosis == NO_RESULT and controller.session.job.cancelled

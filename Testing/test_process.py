@@ -36,7 +36,7 @@ def test_background_run_reports_progress_and_writes_the_folder(tmp_path, warm):
             seen.append((p.stage, p.fraction))
         time.sleep(0.05)
     assert job.wait() == 0
-    assert job.stages == ["preprocess", "register", "load", "model", "explain", "threshold", "atlas", "report"], \
+    assert job.stages == ["preprocess", "register", "load_model", "model", "explain", "threshold", "atlas", "report"], \
         job.stages
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and job.last.fraction == pytest.approx(1.0)
@@ -52,7 +52,7 @@ def test_a_warm_worker_killed_mid_run_is_one_line_and_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     job = BackgroundExplain(None, out, Options(methods=("gradcam++",))).start(worker)
     deadline = time.time() + 120
-    while job.poll().stage not in ("register", "load", "model") and time.time() < deadline:
+    while job.poll().stage not in ("register", "load_model", "model") and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(worker.child.proc.pid, signal.SIGKILL)
     with pytest.raises(BrainXAIError, match=r"killed \(SIGKILL, perhaps out of memory\).*run it again"):
@@ -159,7 +159,7 @@ def test_cancel_reaches_the_python_behind_the_launcher(brats_path, tmp_path):
     job = BackgroundExplain(brats_path, tmp_path / "out", Options(methods=("gradcam++",)),
                             python=_launcher(tmp_path, waits=True)).start()
     deadline = time.time() + 120
-    while job.poll().stage not in ("register", "load", "model") and time.time() < deadline:
+    while job.poll().stage not in ("register", "load_model", "model") and time.time() < deadline:
         time.sleep(0.05)
     assert job.running
     job.cancel(wait=False)

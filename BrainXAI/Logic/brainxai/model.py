@@ -7,7 +7,6 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -15,7 +14,9 @@ import torch
 from segmentation_models_pytorch.base import ClassificationHead
 from torch import nn
 
-from .errors import BrainXAIError, Cancelled
+from . import progress as progress_mod
+from .errors import BrainXAIError
+from .progress import Cancel, Fraction
 from .model_config import DEEPEST, ModelConfig, weights_path
 
 
@@ -283,8 +284,8 @@ def predict_slices(
     model: LoadedModel,
     slices: np.ndarray,
     batch_size: int = 16,
-    progress: Callable[[float], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    progress: Fraction | None = None,
+    cancel: Cancel | None = None,
     precision: str = "fp32",
     keep_features: bool = False,
 ) -> tuple[np.ndarray, ...]:
@@ -296,8 +297,7 @@ def predict_slices(
     seg = np.empty(slices.shape, np.float32)
     with precision_mode(model, precision) as (net, prepare), _kept_head_input(net, keep_features) as kept:
         for start in range(0, len(slices), batch_size):
-            if cancel is not None and cancel():
-                raise Cancelled()
+            progress_mod.check(cancel)
             x = as_batch(slices[start : start + batch_size])
             mask_logits, class_logits = net(prepare(x))
             probs[start : start + len(x)] = torch.softmax(class_logits.float() / model.cfg.temperature, 1).numpy()

