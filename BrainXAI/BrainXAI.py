@@ -357,6 +357,8 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.diagnosisLabel.text = view.diagnosis
             self.ui.inputCautionLabel.text = view.input_caution
             self.ui.inputCautionLabel.visible = bool(view.input_caution)
+            self.ui.methodEvidenceLabel.text = view.method_evidence
+            self.ui.methodEvidenceLabel.visible = bool(view.method_evidence)
             if view.report_html != self._shownReport:  # setHtml resets the scroll position
                 self.ui.reportBrowser.setHtml(view.report_html)
                 self._shownReport = view.report_html

@@ -83,7 +83,20 @@ def slice_case() -> dict:
     return f
 
 
-ALL_CASES = [glioma_case, no_tumor_case, phantom_case, slice_case]
+def counterfactual_case() -> dict:
+    """Schema 1.2: removing Grad-CAM's region changes the call, Grad-CAM++'s does not; Score-CAM's mask was
+    re-thresholded after its counterfactual (at 90) was computed."""
+    f = glioma_case()
+    f["schema_version"] = "1.2"
+    cases = [(95, "no_tumor", {"glioma": 0.2214, "meningioma": 0.0523, "pituitary": 0.0151, "no_tumor": 0.7112}),
+             (95, "glioma", {"glioma": 0.6031, "meningioma": 0.1422, "pituitary": 0.0419, "no_tumor": 0.2128}),
+             (90, "glioma", {"glioma": 0.8875, "meningioma": 0.0624, "pituitary": 0.0211, "no_tumor": 0.029})]
+    for e, (pct, label, probs) in zip(f["explanations"], cases):
+        e["counterfactual"] = {"edit": "inpainted", "threshold_percentile": pct, "label": label, "probabilities": probs}
+    return f
+
+
+ALL_CASES = [glioma_case, no_tumor_case, phantom_case, slice_case, counterfactual_case]
 
 
 def _region_names() -> list[str]:
@@ -107,9 +120,15 @@ def random_findings(rng: random.Random) -> dict:
                     for n in names]
     f["lesion"].update(volume_ml=round(rng.uniform(0.2, 120), 2), hemisphere=side, peak_region=names[0],
                        centroid_mni=[round(rng.uniform(-70, 70), 1) for _ in range(3)])
+    f["schema_version"] = "1.2"
     for e in f["explanations"]:
         e.update(target_class=label, mask_volume_ml=round(rng.uniform(0.5, 80), 2),
                  dice_vs_segmentation=round(rng.uniform(0, 1), 3), threshold_percentile=rng.choice([85, 90, 95]))
+        q = [rng.random() for _ in CLASSES]
+        if rng.random() < 0.8:
+            e["counterfactual"] = {"edit": "inpainted", "threshold_percentile": rng.choice([85, 90, 95]),
+                                   "label": CLASSES[int(np.argmax(q))],
+                                   "probabilities": {c: round(v / sum(q), 4) for c, v in zip(CLASSES, q)}}
     return f
 
 

@@ -21,7 +21,7 @@ pytest.importorskip("slicer.util")  # Slicer's own util.py, shipped by slicer-co
 import slicer_standins as standins  # noqa: E402
 from brainxai.mrml import scene as scene_mod  # noqa: E402
 from brainxai.explain import METHODS  # noqa: E402
-from brainxai.app.panel import NO_RESULT, PARAMETERS, describe, input_caution  # noqa: E402
+from brainxai.app.panel import NO_RESULT, PARAMETERS, describe, input_caution, method_evidence  # noqa: E402
 
 MODULE = Path(__file__).resolve().parents[1] / "BrainXAI" / "BrainXAI.py"
 
@@ -125,6 +125,7 @@ def test_setup_enter_apply_poll_result_and_scene_close(env, tmp_path):
         ui.diagnosisLabel.text
     assert ui.inputCautionLabel.text == input_caution(result.findings)
     assert ui.inputCautionLabel.visible == bool(result.findings["input_check"]["flags"])
+    assert ui.methodEvidenceLabel.text == method_evidence(result.findings, "gradcam++") and ui.methodEvidenceLabel.visible
     assert "<html" in ui.reportBrowser.toHtml() and ui.regionTableView.mrmlTableNode() is result.table
     assert ui.applyButton.text == "Apply" and ui.methodComboBox.enabled and ui.mniCheckBox.enabled
     assert not ui.progressBar.isVisible() and not w.timer.isActive()
@@ -162,6 +163,7 @@ def test_setup_enter_apply_poll_result_and_scene_close(env, tmp_path):
     env.scene.Clear(0)  # File > Close Scene: the real StartCloseEvent / EndCloseEvent reach the widget
     assert ui.diagnosisLabel.text == NO_RESULT and ui.reportBrowser.toHtml() == ""
     assert ui.inputCautionLabel.text == "" and not ui.inputCautionLabel.visible
+    assert ui.methodEvidenceLabel.text == "" and not ui.methodEvidenceLabel.visible
     assert ui.regionTableView.mrmlTableNode() is None and not ui.mniCheckBox.enabled
     env.run_timer(w, timeout=60)
     assert not work.exists() and env.dialogs.errors == []

@@ -12,7 +12,8 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) provides MRML")
 
 from brainxai.mrml import scene as scene_mod  # noqa: E402
-from brainxai.app.panel import NO_RESULT, PARAMETERS, PanelController, describe, input_caution  # noqa: E402
+from brainxai.app.panel import (NO_RESULT, PARAMETERS, PanelController, describe, input_caution,  # noqa: E402
+                                method_evidence)
 from brainxai.app.session import ExplainSession  # noqa: E402
 from slicer_standins import parameter_node_wrapper  # noqa: E402
 
@@ -103,6 +104,7 @@ def test_apply_progress_result_and_every_result_action(panel, tmp_path):
     assert (v.apply_text, v.settings_enabled, v.progress_visible, v.polling) == ("Apply", True, False, False)
     assert v.diagnosis == describe(r.findings) and r.findings["diagnosis"]["label"] in v.diagnosis
     assert v.input_caution == input_caution(r.findings)
+    assert v.method_evidence == method_evidence(r.findings, "gradcam++") and "Without its region" in v.method_evidence
     assert "<html" in v.report_html and v.table is r.table and v.mni_enabled
     assert controller.params.method == "gradcam++" and set(r.heatmaps) == {"gradcam++"}
     assert composite.GetForegroundVolumeID() == r.heatmaps["gradcam++"].GetID()
@@ -355,3 +357,16 @@ def test_the_diagnosis_line_says_indeterminate_and_the_caution_line_says_what_th
     assert line.startswith("Check the input: the field of view holds only 62% of the brain; it does not look "
                            "contrast-enhanced") and line.endswith("The diagnosis is unreliable.")
     assert input_caution({**base, "input_check": {**check, "flags": []}}) == ""
+
+
+def test_the_method_line_says_what_the_model_predicts_without_the_shown_methods_region():
+    from helpers import counterfactual_case, glioma_case
+
+    f = counterfactual_case()
+    assert method_evidence(f, "gradcam") == (
+        "Grad-CAM: mask 19.8 mL at percentile 95, Dice with the segmentation 0.71. Without its region the model "
+        "predicts no tumour (p 0.71; glioma 0.22, was 0.93).")
+    assert method_evidence(f, "gradcam++").endswith("still predicts glioma (p 0.60, was 0.93).")
+    assert method_evidence(f, "scorecam").endswith("(p 0.89, was 0.93), for its region at percentile 90.")
+    assert method_evidence(glioma_case(), "gradcam").endswith("Dice with the segmentation 0.71.")  # before 1.2
+    assert method_evidence(f, "mincam") == "" and method_evidence({}, "gradcam") == ""

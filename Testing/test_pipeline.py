@@ -77,16 +77,24 @@ def test_findings_are_valid_and_consistent(brats_cli):
     assert f["lesion"]["volume_ml"] == pytest.approx(ml, abs=0.01)
     assert f["regions"] and sum(r["percent_of_lesion"] for r in f["regions"]) <= 100.5
     assert {e["method"] for e in f["explanations"]} == {"gradcam", "gradcam++", "scorecam"}
+    for e in f["explanations"]:  # every method's region removed and the call asked again, at the mask's threshold
+        cf = e["counterfactual"]
+        assert cf["threshold_percentile"] == e["threshold_percentile"] and cf["edit"] == "inpainted"
+        assert abs(sum(cf["probabilities"].values()) - 1) < 0.01
+        assert cf["label"] == max(cf["probabilities"], key=cf["probabilities"].get)
     assert f["registration"]["converged"]
     assert f["lesion"]["hemisphere"] in ("left", "right", "bilateral")
     md = (out / "report.md").read_text(encoding="utf-8")
     assert f["diagnosis"]["label"].split("_")[0] in md.lower() or "indeterminate" in md.lower()
+    assert md.count("inpainted from the surrounding tissue") == 3
 
 
 def _compare(a: pipeline.Result, b: pipeline.Result, centroid_mm: float, region_pp: float):
     pa, pb = a.findings["diagnosis"]["probabilities"], b.findings["diagnosis"]["probabilities"]
     assert a.findings["diagnosis"]["label"] == b.findings["diagnosis"]["label"]
     assert all(abs(pa[c] - pb[c]) < 1e-3 for c in CLASSES)
+    assert [e["counterfactual"]["label"] for e in a.findings["explanations"]] == \
+        [e["counterfactual"]["label"] for e in b.findings["explanations"]]
     assert b.findings["lesion"]["volume_ml"] == pytest.approx(a.findings["lesion"]["volume_ml"], rel=0.01)
     ca, cb = np.array(a.findings["lesion"]["centroid_mni"]), np.array(b.findings["lesion"]["centroid_mni"])
     assert np.linalg.norm(ca - cb) < centroid_mm

@@ -36,7 +36,7 @@ def test_background_run_reports_progress_and_writes_the_folder(tmp_path, warm):
             seen.append((p.stage, p.fraction))
         time.sleep(0.05)
     assert job.wait() == 0
-    assert job.stages == ["preprocess", "register", "load_model", "model", "explain", "threshold", "atlas", "report"], \
+    assert job.stages == ["preprocess", "register", "load_model", "model", "explain", "threshold", "faithfulness", "atlas", "report"], \
         job.stages
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and job.last.fraction == pytest.approx(1.0)

@@ -310,6 +310,20 @@ def predict_slices(
 
 
 @torch.no_grad()
+def predict_classes(model: LoadedModel, slices: np.ndarray, batch_size: int = 16, cancel: Cancel | None = None,
+                    precision: str = "fp32") -> np.ndarray:
+    """Class probabilities (N, C) only: the layers the class score depends on, not the segmentation decoder."""
+    probs = np.empty((len(slices), len(model.cfg.classes)), np.float32)
+    with precision_mode(model, precision) as (net, prepare):
+        view = model.classifier(net)  # divides by the temperature itself
+        for start in range(0, len(slices), batch_size):
+            progress_mod.check(cancel)
+            logits = view(prepare(as_batch(slices[start : start + batch_size])))
+            probs[start : start + len(logits)] = torch.softmax(logits.float(), 1).numpy()
+    return probs
+
+
+@torch.no_grad()
 def head_features(model: LoadedModel, slices: np.ndarray, batch_size: int = 16, precision: str = "fp32") -> np.ndarray:
     """What the classification head pools, (N, F, h, w) float32: only the layers the class score depends on."""
     with precision_mode(model, precision) as (net, prepare), _kept_head_input(net) as kept:

@@ -1,5 +1,5 @@
 """The headless pipeline, in the order it runs: load -> preprocess -> register -> model -> explain -> threshold ->
-atlas -> findings -> report (registration comes before the model: the MNI brain it carries back onto the scan bounds
+faithfulness -> atlas -> findings -> report (registration comes before the model: the MNI brain it carries back onto the scan bounds
 where lesions, slice votes and CAM thresholds may be).
 
 `analyse` works in memory on a SimpleITK image; `write_outputs` puts the result on disk atomically; `explain`
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from . import CLASSES, __version__, guard, layout, output, preprocess, runtime, threshold
+from . import CLASSES, __version__, faithfulness, guard, layout, output, preprocess, runtime, threshold
 from .mni import atlas, register
 from .reporting import findings as findings_mod, report
 from .errors import BrainXAIError
@@ -40,8 +40,8 @@ NO_TUMOR = CLASSES.index("no_tumor")
 NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of brain
 
 # Share of the progress bar per stage, roughly their cost. "load_model" waits for what is left of the model preload.
-_STAGES = {"preprocess": 0.03, "register": 0.2, "load_model": 0.02, "model": 0.15, "explain": 0.5, "threshold": 0.02,
-           "atlas": 0.04, "report": 0.04}
+_STAGES = {"preprocess": 0.03, "register": 0.2, "load_model": 0.02, "model": 0.15, "explain": 0.45, "threshold": 0.02,
+           "faithfulness": 0.05, "atlas": 0.04, "report": 0.04}
 
 
 @dataclass
@@ -132,6 +132,31 @@ def _explain(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np
     return heat_model
 
 
+def _counterfactuals(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np.ndarray,
+                     masks: dict[str, np.ndarray], probs: np.ndarray, lesion_area: np.ndarray, brain_area: np.ndarray,
+                     options: Options, cancel: Cancel | None) -> dict[str, dict]:
+    """Per method, the diagnosis vote again with its mask's region inpainted on the evidence slices (model space;
+    masks[name]: (evidence slices, size, size) bool). One classifier pass for every method's edited slices."""
+    from .model import predict_classes
+
+    edited, hits = [], {}
+    for method in methods:
+        hit = masks[method.name].any((1, 2))  # a slice the mask misses is unchanged: its probabilities stand
+        hits[method.name] = hit
+        edited.append(faithfulness.inpaint(slices[evidence[hit]], masks[method.name][hit]))
+    stacked = np.concatenate(edited) if edited else np.zeros((0, *slices.shape[1:]), np.float32)
+    new = predict_classes(model, stacked, options.batch_size, cancel, options.precision)
+    out, start = {}, 0
+    for method in methods:
+        hit = hits[method.name]
+        p = probs.copy()
+        p[evidence[hit]] = new[start : start + hit.sum()]
+        start += int(hit.sum())
+        out[method.name] = faithfulness.counterfactual(_diagnosis(p, lesion_area, brain_area), CLASSES,
+                                                       options.threshold_percentile)
+    return out
+
+
 def _atlas(images: dict[str, sitk.Image], reg: register.Registration | None, has_lesion: bool,
            first_method: str | None) -> tuple[list, dict, dict[str, sitk.Image]]:
     """(regions the lesion touches, lesion summary, the images in MNI space) — empty without a registration."""
@@ -163,7 +188,8 @@ def analyse(
     """The pipeline on IMAGE, in memory, stage by stage in the order they run: preprocess -> register (refuses what
     is not a brain; the brain mask) -> model (slice probabilities, segmentation, input check) -> lesion (the heads
     must agree) and diagnosis -> explain (CAMs on the evidence slices) -> threshold (heatmaps to masks, back on the
-    input grid) -> atlas (MNI images and regions) -> findings. Nothing is written (see write_outputs)."""
+    input grid) -> faithfulness (each mask's region removed: the call again) -> atlas (MNI images and regions) ->
+    findings. Nothing is written (see write_outputs)."""
     options = options or Options()
     names = check_names(options.methods)
     if model is None:
@@ -245,6 +271,14 @@ def analyse(
             _image_like(a, oriented, sitk.sitkUInt8 if a.dtype == np.uint8 else sitk.sitkFloat32), image)
         for name, a in images_oriented.items()
     }
+
+    track.stage("faithfulness")
+    masks_model = {method.name: preprocess.to_model(images_oriented[layout.mask(method.name)][evidence].astype(np.float32),
+                                                    frame) > 0.5 for method in methods}
+    counter = _counterfactuals(methods, model, slices, evidence, masks_model, probs, lesion_area, brain_area, options,
+                               cancel)
+    for entry in explanations:
+        entry["counterfactual"] = counter[entry["method"]]
 
     track.stage("atlas")
     regions, summary, mni_images = _atlas(images, reg, bool(seg_mask.any()), methods[0].name if methods else None)

@@ -61,6 +61,7 @@ class View:
     mni_checked: bool
     diagnosis: str
     input_caution: str  # what the input check found (empty: nothing, or no result); shown above the report
+    method_evidence: str  # how far to trust the shown method's map (empty: no result, or the method was not run)
     report_html: str
     table: object | None  # vtkMRMLTableNode of the result's regions
 
@@ -91,6 +92,30 @@ def input_caution(findings: dict) -> str:
     check = findings.get("input_check") or {}
     said = [CAUTIONS[f].format(**check) for f in check.get("flags", []) if f in CAUTIONS]
     return ("Check the input: " + "; ".join(said) + ". The diagnosis is unreliable.") if said else ""
+
+
+def method_evidence(findings: dict, method: str | None) -> str:
+    """One line beside the shown method: its mask, its agreement with the segmentation, and what the model says
+    with the mask's region removed (the counterfactual), so a map the call does not rest on is seen as such."""
+    entry = next((e for e in findings.get("explanations", []) if e["method"] == method), None)
+    if entry is None:
+        return ""
+    from ..reporting.report import CLASS_NAMES
+
+    dice = entry["dice_vs_segmentation"]
+    line = (f"{TITLES.get(method, method)}: mask {entry['mask_volume_ml']:.1f} mL at percentile "
+            f"{entry['threshold_percentile']:g}" + ("" if dice is None else f", Dice with the segmentation {dice:.2f}"))
+    cf = entry.get("counterfactual")
+    if cf:
+        label, was = findings["diagnosis"]["label"], findings["diagnosis"]["probabilities"]
+        now = cf["probabilities"]
+        line += (f". Without its region the model still predicts {CLASS_NAMES[label]} (p {now[label]:.2f}, was "
+                 f"{was[label]:.2f})" if cf["label"] == label else
+                 f". Without its region the model predicts {CLASS_NAMES[cf['label']]} (p {now[cf['label']]:.2f}; "
+                 f"{CLASS_NAMES[label]} {now[label]:.2f}, was {was[label]:.2f})")
+        if cf["threshold_percentile"] != entry["threshold_percentile"]:
+            line += f", for its region at percentile {cf['threshold_percentile']:g}"
+    return line + "."
 
 
 class PanelController:
@@ -160,6 +185,7 @@ class PanelController:
             mni_checked=result is not None and result.space == "mni",
             diagnosis=describe(result.findings) if result is not None else NO_RESULT,
             input_caution=input_caution(result.findings) if result is not None else "",
+            method_evidence=method_evidence(result.findings, self.param("method")) if result is not None else "",
             report_html=report,
             table=result.table if result is not None else None,
         )

@@ -224,6 +224,12 @@ def render_findings(findings: dict) -> str:
         dice = "not computed" if e["dice_vs_segmentation"] is None else f"{e['dice_vs_segmentation']}"
         lines.append(f"Saliency {e['method']} for {CLASS_NAMES[e['target_class']]}: mask {e['mask_volume_ml']} mL "
                      f"at percentile {e['threshold_percentile']}, Dice with segmentation {dice}")
+        cf = e.get("counterfactual")
+        if cf:
+            lines.append(f"Counterfactual, {e['method']} region at percentile {cf['threshold_percentile']} inpainted "
+                         "from the surrounding tissue: the model predicts "
+                         f"{CLASS_NAMES[cf['label']]}; probabilities " + ", ".join(
+                             f"{CLASS_NAMES[c]} {cf['probabilities'][c]:.2f}" for c in CLASSES))
     for w in f["warnings"]:
         lines.append(f"Warning: {w}")
     return "Findings:\n- " + "\n- ".join(lines) + "\n\nSame findings as JSON:\n" + json.dumps(f, indent=1)

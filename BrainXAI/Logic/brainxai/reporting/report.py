@@ -152,7 +152,26 @@ def _explanation(f: dict) -> list[Statement]:
         keys = ("method", "target_class", "threshold_percentile", "slices_explained", "mask_volume_ml",
                 "dice_vs_segmentation")
         out.append(Statement(text, [f"{p}/{k}" for k in keys]))
+        if "counterfactual" in e:
+            out.append(_counterfactual(f, e, p))
     return out
+
+
+def _counterfactual(f: dict, e: dict, p: str) -> Statement:
+    """What the model says with the method's region removed: the test of whether the map marks what the call needs."""
+    cf, title = e["counterfactual"], METHOD_NAMES.get(e["method"], e["method"])
+    label, was = f["diagnosis"]["label"], f["diagnosis"]["probabilities"][f["diagnosis"]["label"]]
+    region = f"the {title} region"
+    if cf["threshold_percentile"] != e["threshold_percentile"]:  # re-thresholded since: said, not recomputed
+        region += (f" at the analysis threshold (percentile {_pct(cf['threshold_percentile'])}; not recomputed at "
+                   f"{_pct(e['threshold_percentile'])})")
+    text = f"Without {region}, inpainted from the surrounding tissue, the model "
+    if cf["label"] == label:
+        text += f"still predicts {CLASS_NAMES[label]} (p = {_prob(cf['probabilities'][label])}, from {_prob(was)})."
+    else:
+        text += (f"predicts {CLASS_NAMES[cf['label']]} (p = {_prob(cf['probabilities'][cf['label']])}); "
+                 f"{CLASS_NAMES[label]} p = {_prob(cf['probabilities'][label])}, from {_prob(was)}.")
+    return Statement(text, [f"{p}/counterfactual", f"{p}/threshold_percentile", f"/diagnosis/probabilities/{label}"])
 
 
 def _impression(f: dict) -> list[Statement]:

@@ -96,6 +96,29 @@ _HEDGE_AFTER = re.compile(r"^\W*(?:is|was|appears|seems|remains)?\s*(?:much\s+|f
                           r"lower|second|improbable)\b", re.I)
 
 
+# The number right after a class name is that class's probability: "glioma (p = 0.85)", "glioma 85%".
+_CLASS_PROBABILITY = re.compile(r"\s*(?:\(|:|=|,|-|–|—|\bat\b|\bof\b)?\s*(?:p\s*=\s*|probability\s*)?"
+                                r"([01]?\.\d+|\d{1,3}(?:\.\d+)?)(?!\d|\.\d|st\b|nd\b|rd\b|th\b)\s*(%)?"
+                                r"(?!\s*percentile)")
+# A counterfactual statement: what the model says once a map's region is taken away. Its class names are the
+# counterfactual's, not the diagnosis's ("without the Grad-CAM++ region the model predicts no tumour").
+_REGION_WORDS = r"(?:regions?|evidence|areas?|mask|highlight\w*|hotspots?)"
+_COUNTERFACTUAL = re.compile(rf"\bcounterfactual\b|\b(?P<without>without)\s+(?:the|this|that|these|its)\b[^.;]{{0,60}}?"
+                             rf"\b{_REGION_WORDS}\b|\b(?:remov\w*|inpaint\w*|occlu\w+|eras\w+|delet\w+|blurr\w*)\b"
+                             rf"[^.;]{{0,60}}?\b{_REGION_WORDS}\b|\b{_REGION_WORDS}\b[^.;]{{0,30}}?\b(?:removed|inpainted|"
+                             r"occluded|erased|deleted|blurred|masked out)\b", re.I)
+# Before a class name in a counterfactual statement: the call it had before, or one it no longer gets.
+_BEFORE_EDIT = re.compile(r"\b(?:from|was|were|originally|previously|instead of|rather than)\s+(?:an?\s+|the\s+)?$", re.I)
+_DENIED = re.compile(r"\b(?:no longer|not|never|n't)\b[^,;]{0,25}$", re.I)
+
+
+def _method_patterns() -> dict[str, re.Pattern]:
+    from ..explain import TITLES
+
+    # "Grad-CAM" must not also match "Grad-CAM++"
+    return {m: re.compile(rf"(?<![\w-])(?:{re.escape(t)}|{re.escape(m)})(?!\+|\w)", re.I) for m, t in TITLES.items()}
+
+
 def _hedged(sentence: str, m: re.Match) -> bool:
     before = re.split(r"[;:.]", sentence[max(0, m.start() - 40):m.start()])[-1]
     return bool(_HEDGE_BEFORE.search(before) or _HEDGE_AFTER.match(sentence[m.end():m.end() + 30]))
@@ -190,6 +213,7 @@ class _Facts:
     has_warnings: bool
     contrast_enhanced: bool | None = None  # the input check's verdict on the scan (None: not checked)
     hemisphere: str | None = None  # lesion.hemisphere: the side of the lesion as a whole
+    counterfactuals: dict | None = None  # method -> its counterfactual entry (those computed)
 
 
 def _facts(findings: dict) -> _Facts:
@@ -227,7 +251,8 @@ def _facts(findings: dict) -> _Facts:
             numbers["ml"].append(float(v))
         if key.startswith("percent") or key.endswith("percent") or key.endswith("percentile"):
             numbers["percent"].append(float(v))
-        if key == "dice_vs_segmentation" or path[:2] == ("diagnosis", "probabilities"):
+        if key == "dice_vs_segmentation" or path[:2] == ("diagnosis", "probabilities") or (
+                "counterfactual" in path and "probabilities" in path):
             numbers["percent"].append(100.0 * float(v))
         if key in ("spacing_mm", "centroid_mni"):
             numbers["mm"].append(float(v))
@@ -236,7 +261,8 @@ def _facts(findings: dict) -> _Facts:
     return _Facts(d["label"], d["probabilities"], regions, shares, keys, sides, float(lesion["volume_ml"]), numbers, strings,
                   None if reg is None else bool(reg["converged"]),
                   lesion["centroid_mni"], bool(findings["input"]["phantom"]), bool(findings["warnings"]),
-                  (findings.get("input_check") or {}).get("contrast_enhanced"), lesion["hemisphere"])
+                  (findings.get("input_check") or {}).get("contrast_enhanced"), lesion["hemisphere"],
+                  {e["method"]: e["counterfactual"] for e in findings["explanations"] if e.get("counterfactual")})
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -355,9 +381,7 @@ class _Checker:
                     continue
                 taken.append(m.span())
                 after = s[m.end():m.end() + 25]
-                prob = re.match(r"\s*(?:\(|:|=|,|-|–|—|\bat\b|\bof\b)?\s*(?:p\s*=\s*|probability\s*)?"
-                                r"([01]?\.\d+|\d{1,3}(?:\.\d+)?)(?!\d|\.\d|st\b|nd\b|rd\b|th\b)\s*(%)?"
-                                r"(?!\s*percentile)", after)
+                prob = _CLASS_PROBABILITY.match(after)
                 if prob:  # a class with its probability: the number must be that class's
                     raw = prob.group(1)
                     percent = bool(prob.group(2)) or float(raw) > 1
@@ -395,6 +419,46 @@ class _Checker:
                     _ASSERTED_BEFORE.search(s[:m.start()]) or _ASSERTED_AFTER.match(s[m.end():])):
                 self.add("tumour_type", m.group(), False, "the findings report no tumour and no lesion",
                          off + m.start())
+
+    def counterfactual(self, s: str, off: int, taken: list):
+        """Class names (and their probabilities) in a counterfactual statement, against the counterfactuals of the
+        methods it names (all of them when it names none); after "from"/"was" against the diagnosis."""
+        f = self.f
+        named = [m for m, pat in _method_patterns().items() if pat.search(s)]
+        cases = [f.counterfactuals[m] for m in (named or f.counterfactuals) if m in f.counterfactuals]
+        for cls, pat in _CLASS_PATTERNS.items():
+            for m in re.finditer(rf"\b(?:{pat})\b", s, re.I):
+                if any(a <= m.start() < b for a, b in taken):
+                    continue
+                taken.append(m.span())
+                before, after = s[:m.start()], s[m.end():m.end() + 25]
+                original = bool(_BEFORE_EDIT.search(before))
+                prob = _CLASS_PROBABILITY.match(after)
+                if not cases and not original:
+                    self.add("counterfactual", m.group() + (after[:prob.end()] if prob else ""), False,
+                             "the findings hold no counterfactual" + (f" for {', '.join(named)}" if named else ""),
+                             off + m.start())
+                    continue
+                if prob:
+                    raw = prob.group(1)
+                    scale = 100 if (prob.group(2) or float(raw) > 1) else 1
+                    values = [f.probabilities[cls]] if original else [c["probabilities"][cls] for c in cases]
+                    self.add("number", m.group() + after[:prob.end()], _matches(raw, [v * scale for v in values]),
+                             ("the findings give " if original else "with the region removed the findings give ")
+                             + f"{cls} probability " + ", ".join(f"{v:.2f}" for v in values), off + m.start())
+                    taken.append((m.end(), m.end() + prob.end()))
+                elif re.match(r"\s+(?:probability|likelihood|score)\b", after, re.I):
+                    continue  # "the glioma probability falls to 22%": names a probability, its number is checked
+                elif original:
+                    self.add("counterfactual", m.group(), cls == f.label, f"the findings' class is {f.label}",
+                             off + m.start())
+                elif _DENIED.search(before):
+                    self.add("counterfactual", m.group(), all(c["label"] != cls for c in cases),
+                             "with the region removed the model still predicts " + cls, off + m.start())
+                else:
+                    self.add("counterfactual", m.group(), any(c["label"] == cls for c in cases),
+                             "with the region removed the model predicts "
+                             + " / ".join(sorted({c["label"] for c in cases})), off + m.start())
 
     # -- anatomy and sides -----------------------------------------------------------------------------------
     def anatomy(self, s: str, off: int, neg, taken: list) -> list:
@@ -586,8 +650,14 @@ def verify(findings: dict, report: str) -> Verification:
     checker = _Checker(findings)
     for off, sentence in _sentences(report):
         plain = re.sub(r"[*_`#>|]", " ", sentence)  # Markdown emphasis, headings, table bars: same offsets
-        neg = _negated_spans(plain)
+        edit = _COUNTERFACTUAL.search(plain)
         taken: list = []
+        if edit:  # "without the region" describes the edit: it denies nothing in the rest of the sentence
+            a, b = edit.span("without") if edit.group("without") else (0, 0)
+            neg = _negated_spans(plain[:a] + " " * (b - a) + plain[b:])
+            checker.counterfactual(plain, off, taken)
+        else:
+            neg = _negated_spans(plain)
         checker.tumour(plain, off, neg, taken)
         anatomy = checker.anatomy(plain, off, neg, taken)
         checker.sides(plain, off, neg, anatomy, sentence)
