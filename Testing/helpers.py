@@ -91,8 +91,11 @@ def counterfactual_case() -> dict:
     cases = [(95, "no_tumor", {"glioma": 0.2214, "meningioma": 0.0523, "pituitary": 0.0151, "no_tumor": 0.7112}),
              (95, "glioma", {"glioma": 0.6031, "meningioma": 0.1422, "pituitary": 0.0419, "no_tumor": 0.2128}),
              (90, "glioma", {"glioma": 0.8875, "meningioma": 0.0624, "pituitary": 0.0211, "no_tumor": 0.029})]
-    for e, (pct, label, probs) in zip(f["explanations"], cases):
+    scores = [(0.081, 0.573), (0.257, 0.751), (0.512, 0.601)]  # Score-CAM's: no better than random on deletion
+    for e, (pct, label, probs), (d, i) in zip(f["explanations"], cases, scores):
         e["counterfactual"] = {"edit": "inpainted", "threshold_percentile": pct, "label": label, "probabilities": probs}
+        e["faithfulness"] = {"slices": 6, "deletion_auc": d, "insertion_auc": i, "random_deletion_auc": 0.469,
+                             "random_insertion_auc": 0.657}
     return f
 
 
@@ -129,6 +132,9 @@ def random_findings(rng: random.Random) -> dict:
             e["counterfactual"] = {"edit": "inpainted", "threshold_percentile": rng.choice([85, 90, 95]),
                                    "label": CLASSES[int(np.argmax(q))],
                                    "probabilities": {c: round(v / sum(q), 4) for c, v in zip(CLASSES, q)}}
+        if rng.random() < 0.8:
+            e["faithfulness"] = {"slices": rng.randint(1, 6), **{k: round(rng.random(), 4) for k in (
+                "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")}}
     return f
 
 

@@ -365,8 +365,9 @@ def test_the_method_line_says_what_the_model_predicts_without_the_shown_methods_
     f = counterfactual_case()
     assert method_evidence(f, "gradcam") == (
         "Grad-CAM: mask 19.8 mL at percentile 95, Dice with the segmentation 0.71. Without its region the model "
-        "predicts no tumour (p 0.71; glioma 0.22, was 0.93).")
-    assert method_evidence(f, "gradcam++").endswith("still predicts glioma (p 0.60, was 0.93).")
-    assert method_evidence(f, "scorecam").endswith("(p 0.89, was 0.93), for its region at percentile 90.")
+        "predicts no tumour (p 0.71; glioma 0.22, was 0.93). Deletion AUC 0.08 (random 0.47, lower is better), "
+        "insertion AUC 0.57 (random 0.66, higher is better).")
+    assert "still predicts glioma (p 0.60, was 0.93). Deletion" in method_evidence(f, "gradcam++")
+    assert "(p 0.89, was 0.93), for its region at percentile 90. Deletion AUC 0.51" in method_evidence(f, "scorecam")
     assert method_evidence(glioma_case(), "gradcam").endswith("Dice with the segmentation 0.71.")  # before 1.2
     assert method_evidence(f, "mincam") == "" and method_evidence({}, "gradcam") == ""

@@ -157,6 +157,17 @@ def _counterfactuals(methods: list, model: LoadedModel, slices: np.ndarray, evid
     return out
 
 
+def _case_faithfulness(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np.ndarray,
+                       heat_model: dict[str, np.ndarray], lesion_area: np.ndarray, probs: np.ndarray, label: int,
+                       options: Options, cancel: Cancel | None) -> dict[str, dict]:
+    """Deletion / insertion of each method's map on the few explained slices that carry the most lesion (the most
+    confident ones without a lesion), against random maps on the same slices."""
+    rank = lesion_area[evidence] if lesion_area[evidence].any() else probs[evidence, label]
+    pick = np.sort(evidence[np.argsort(-rank, kind="stable")[: faithfulness.CASE_SLICES]])
+    return faithfulness.case_scores(model, slices[pick], {m.name: heat_model[m.name][pick] for m in methods}, label,
+                                    options.precision, cancel)
+
+
 def _atlas(images: dict[str, sitk.Image], reg: register.Registration | None, has_lesion: bool,
            first_method: str | None) -> tuple[list, dict, dict[str, sitk.Image]]:
     """(regions the lesion touches, lesion summary, the images in MNI space) — empty without a registration."""
@@ -188,7 +199,7 @@ def analyse(
     """The pipeline on IMAGE, in memory, stage by stage in the order they run: preprocess -> register (refuses what
     is not a brain; the brain mask) -> model (slice probabilities, segmentation, input check) -> lesion (the heads
     must agree) and diagnosis -> explain (CAMs on the evidence slices) -> threshold (heatmaps to masks, back on the
-    input grid) -> faithfulness (each mask's region removed: the call again) -> atlas (MNI images and regions) ->
+    input grid) -> faithfulness (each mask's region removed: the call again; deletion / insertion) -> atlas (MNI images and regions) ->
     findings. Nothing is written (see write_outputs)."""
     options = options or Options()
     names = check_names(options.methods)
@@ -277,8 +288,10 @@ def analyse(
                                                     frame) > 0.5 for method in methods}
     counter = _counterfactuals(methods, model, slices, evidence, masks_model, probs, lesion_area, brain_area, options,
                                cancel)
+    scores = _case_faithfulness(methods, model, slices, evidence, heat_model, lesion_area, probs, label, options, cancel)
     for entry in explanations:
         entry["counterfactual"] = counter[entry["method"]]
+        entry["faithfulness"] = scores[entry["method"]]
 
     track.stage("atlas")
     regions, summary, mni_images = _atlas(images, reg, bool(seg_mask.any()), methods[0].name if methods else None)

@@ -95,8 +95,9 @@ def input_caution(findings: dict) -> str:
 
 
 def method_evidence(findings: dict, method: str | None) -> str:
-    """One line beside the shown method: its mask, its agreement with the segmentation, and what the model says
-    with the mask's region removed (the counterfactual), so a map the call does not rest on is seen as such."""
+    """One line beside the shown method: its mask, its agreement with the segmentation, what the model says with
+    the mask's region removed (the counterfactual) and its deletion / insertion scores beside random maps', so a map
+    the call does not rest on is seen as such."""
     entry = next((e for e in findings.get("explanations", []) if e["method"] == method), None)
     if entry is None:
         return ""
@@ -115,6 +116,10 @@ def method_evidence(findings: dict, method: str | None) -> str:
                  f"{CLASS_NAMES[label]} {now[label]:.2f}, was {was[label]:.2f})")
         if cf["threshold_percentile"] != entry["threshold_percentile"]:
             line += f", for its region at percentile {cf['threshold_percentile']:g}"
+    fa = entry.get("faithfulness")
+    if fa:
+        line += (f". Deletion AUC {fa['deletion_auc']:.2f} (random {fa['random_deletion_auc']:.2f}, lower is better), "
+                 f"insertion AUC {fa['insertion_auc']:.2f} (random {fa['random_insertion_auc']:.2f}, higher is better)")
     return line + "."
 
 

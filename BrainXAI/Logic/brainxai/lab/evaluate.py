@@ -15,18 +15,17 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from .. import CLASSES
 from .. import threshold as threshold_mod
 from .datasets import figshare_samples, no_tumor_samples, split as train_val_split, tensorise
 from ..errors import BrainXAIError
+from ..faithfulness import PERTURBATION_FRACTIONS, deletion_insertion, random_maps  # noqa: F401 - used by tests
 from ..explain import get_method
 from ..model import LoadedModel, predict_slices
 
 ECE_BINS = 15
-PERTURBATION_FRACTIONS = np.linspace(0.0, 1.0, 11)
 RANDOM_BASELINE = "random"
 
 
@@ -109,55 +108,6 @@ def pointing_hit(cam: np.ndarray, truth: np.ndarray, tolerance_model_px: float) 
     peak = np.unravel_index(np.argmax(cam), cam.shape)
     distance = ndi.distance_transform_edt(~truth)
     return bool(distance[peak] <= tolerance_model_px)
-
-
-def random_maps(n: int, size: int, seed: int) -> np.ndarray:
-    """Smooth random maps (coarse noise upsampled like a CAM from a 6x6 feature map): the chance baseline."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((n, 1, max(size // 32, 2), max(size // 32, 2)), generator=g)
-    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
-
-
-def _zero_imputer(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    return x * keep
-
-
-def _blur_imputer(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    from torchvision.transforms.functional import gaussian_blur
-
-    return x * keep + gaussian_blur(x, [21, 21], [7.0, 7.0]) * (1 - keep)
-
-
-def deletion_insertion(model: LoadedModel, x: np.ndarray, maps: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-slice deletion AUC (most relevant pixels removed first; lower is better) and insertion AUC (most
-    relevant pixels restored first into a blurred slice; higher is better), of the target-class probability."""
-    from pytorch_grad_cam.metrics.perturbation_confidence import (
-        PerturbationConfidenceMetric, RemoveLeastRelevantFirst, RemoveMostRelevantFirst)
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
-
-    clf = model.classifier()
-    xt = torch.from_numpy(np.ascontiguousarray(x[:, None], np.float32))
-    tgts = [ClassifierOutputSoftmaxTarget(int(t)) for t in targets]
-    with torch.no_grad():
-        p = torch.softmax(clf(xt), 1)[torch.arange(len(xt)), torch.from_numpy(targets)].numpy()
-        p_blur = torch.softmax(clf(_blur_imputer(xt, torch.zeros_like(xt))), 1)
-        p_blur = p_blur[torch.arange(len(xt)), torch.from_numpy(targets)].numpy()
-        p_zero = torch.softmax(clf(torch.zeros_like(xt)), 1)[torch.arange(len(xt)), torch.from_numpy(targets)].numpy()
-    deletion, insertion = [p], [p_blur]
-    for f in PERTURBATION_FRACTIONS[1:-1]:
-        # RemoveMostRelevantFirst keeps pixels below the percentile; RemoveLeastRelevantFirst keeps the top ones.
-        delete = PerturbationConfidenceMetric(RemoveMostRelevantFirst(100 * (1 - f), _zero_imputer))
-        insert = PerturbationConfidenceMetric(RemoveLeastRelevantFirst(100 * f, _blur_imputer))
-        deletion.append(delete(xt, maps, tgts, clf, return_diff=False))
-        insertion.append(insert(xt, maps, tgts, clf, return_diff=False))
-    deletion.append(p_zero)
-    insertion.append(p)
-    return _auc(deletion), _auc(insertion)
-
-
-def _auc(curve: list[np.ndarray]) -> np.ndarray:
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
-    return trapezoid(np.stack(curve, 1), PERTURBATION_FRACTIONS, axis=1)
 
 
 # ---------------------------------------------------------------- shortcut check

@@ -230,6 +230,11 @@ def render_findings(findings: dict) -> str:
                          "from the surrounding tissue: the model predicts "
                          f"{CLASS_NAMES[cf['label']]}; probabilities " + ", ".join(
                              f"{CLASS_NAMES[c]} {cf['probabilities'][c]:.2f}" for c in CLASSES))
+        fa = e.get("faithfulness")
+        if fa:
+            lines.append(f"Faithfulness {e['method']} on {fa['slices']} slices: deletion AUC {fa['deletion_auc']:.2f} "
+                         f"(random maps {fa['random_deletion_auc']:.2f}, lower is better), insertion AUC "
+                         f"{fa['insertion_auc']:.2f} (random maps {fa['random_insertion_auc']:.2f}, higher is better)")
     for w in f["warnings"]:
         lines.append(f"Warning: {w}")
     return "Findings:\n- " + "\n- ".join(lines) + "\n\nSame findings as JSON:\n" + json.dumps(f, indent=1)

@@ -154,7 +154,21 @@ def _explanation(f: dict) -> list[Statement]:
         out.append(Statement(text, [f"{p}/{k}" for k in keys]))
         if "counterfactual" in e:
             out.append(_counterfactual(f, e, p))
+        if "faithfulness" in e:
+            out.append(_faithfulness(e, p))
     return out
+
+
+def _faithfulness(e: dict, p: str) -> Statement:
+    s, title = e["faithfulness"], METHOD_NAMES.get(e["method"], e["method"])
+    better = s["deletion_auc"] < s["random_deletion_auc"] and s["insertion_auc"] > s["random_insertion_auc"]
+    verdict = ("more faithful than random maps on both" if better else
+               "not more faithful than random maps on both (read this map with caution)")
+    text = (f"Faithfulness of {title} on {s['slices']} explained slices: deletion AUC {_prob(s['deletion_auc'])} "
+            f"(random maps {_prob(s['random_deletion_auc'])}; lower is better), insertion AUC "
+            f"{_prob(s['insertion_auc'])} (random maps {_prob(s['random_insertion_auc'])}; higher is better): "
+            f"{verdict}.")
+    return Statement(text, [f"{p}/faithfulness"])
 
 
 def _counterfactual(f: dict, e: dict, p: str) -> Statement:
