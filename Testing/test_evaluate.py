@@ -127,8 +127,9 @@ def test_evaluate_cli_writes_the_metrics(mini_folder, tmp_path, capsys):
     assert np.array(m["confusion_matrix"]).sum() == 16
     for method in ("gradcam", "gradcam++", "scorecam"):
         entry = m["cam"][method]
-        for key in ("dice", "iou", "pointing_game"):
+        for key in ("dice", "iou", "pointing_game", "kept_prediction", "removal_changes_call"):
             assert 0 <= entry[key] <= 1, (method, key)
+        assert 0 < entry["area_percent"] < 100 and entry["seconds_per_slice"] > 0
         # Grad-CAM(++) always cover the perturbation sample; Score-CAM's own subsample may miss it (then None).
         for key in ("deletion_auc", "insertion_auc"):
             assert (entry[key] is None and method == "scorecam" and entry["n_perturbation"] == 0) or 0 <= entry[key] <= 1
@@ -140,7 +141,8 @@ def test_evaluate_cli_writes_the_metrics(mini_folder, tmp_path, capsys):
     assert m["shortcut_check"]["n"] == 12 and all(0 <= r <= 1 for r in rates.values())
     for suffix in (".md", "_confusion.png", "_reliability.png"):
         assert out.with_name("metrics" + suffix).is_file()
-    assert "| Grad-CAM++ |" in out.with_suffix(".md").read_text(encoding="utf-8")
+    md = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "| Grad-CAM++ |" in md and "| kept | removal changes call | area (% of head) | s per slice |" in md
     before = out.read_bytes()
     capsys.readouterr()
     assert main(args) == 2  # never overwrites without --overwrite

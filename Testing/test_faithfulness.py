@@ -125,3 +125,10 @@ def test_maps_of_a_randomised_model_differ_from_the_trained_models(model, method
     rho = [spearmanr(a[h], b[h]).statistic for a, b, h in zip(trained, random, head)]
     assert np.nanmean(rho) < 0.2, np.round(rho, 2)
     assert trained[head].std() > 0.05  # the trained model's maps are not flat
+
+
+def test_keep_only_keeps_the_mask_and_blurs_the_rest():
+    _, slices, mask = _blob_slices()
+    out = faithfulness.keep_only(slices, mask)
+    np.testing.assert_allclose(out[mask], slices[mask], atol=1e-6)
+    assert np.abs(out[~mask] - slices[~mask]).mean() > 0.005  # the noise outside is smoothed away

@@ -41,6 +41,16 @@ def inpaint(slices: np.ndarray, masks: np.ndarray, sigma_px: float = INPAINT_SIG
     return np.where(masks, fill, slices).astype(np.float32)
 
 
+def keep_only(slices: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(N, S, S) slices with everything outside `masks` blurred away (the insertion curve's imputer): what the model
+    sees when only the marked evidence is kept."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(slices[:, None], np.float32))
+    keep = torch.from_numpy(np.ascontiguousarray(masks[:, None], np.float32))
+    return _blur_imputer(x, keep)[:, 0].numpy()
+
+
 def counterfactual(volume_probabilities: np.ndarray, classes, percentile: float) -> dict:
     """findings.json's entry for the volume call with the region (the mask at `percentile`) removed."""
     p = np.asarray(volume_probabilities, float)

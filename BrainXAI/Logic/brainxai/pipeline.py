@@ -40,8 +40,8 @@ NO_TUMOR = CLASSES.index("no_tumor")
 NO_EVIDENCE_WEIGHT = 0.02  # how much a tumour-free slice votes relative to a mm^2 of lesion, per mm^2 of brain
 
 # Share of the progress bar per stage, roughly their cost. "load_model" waits for what is left of the model preload.
-_STAGES = {"preprocess": 0.03, "register": 0.2, "load_model": 0.02, "model": 0.15, "explain": 0.45, "threshold": 0.02,
-           "faithfulness": 0.05, "atlas": 0.04, "report": 0.04}
+_STAGES = {"preprocess": 0.03, "register": 0.17, "load_model": 0.02, "model": 0.15, "explain": 0.38, "threshold": 0.02,
+           "faithfulness": 0.15, "atlas": 0.04, "report": 0.04}
 
 
 @dataclass
@@ -288,6 +288,7 @@ def analyse(
                                                     frame) > 0.5 for method in methods}
     counter = _counterfactuals(methods, model, slices, evidence, masks_model, probs, lesion_area, brain_area, options,
                                cancel)
+    track.report(0.5)
     scores = _case_faithfulness(methods, model, slices, evidence, heat_model, lesion_area, probs, label, options, cancel)
     for entry in explanations:
         entry["counterfactual"] = counter[entry["method"]]

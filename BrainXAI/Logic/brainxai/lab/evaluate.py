@@ -9,6 +9,7 @@ pytorch-grad-cam's perturbation metrics; a smooth random map is the baseline eve
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,9 +22,10 @@ from .. import CLASSES
 from .. import threshold as threshold_mod
 from .datasets import figshare_samples, no_tumor_samples, split as train_val_split, tensorise
 from ..errors import BrainXAIError
-from ..faithfulness import PERTURBATION_FRACTIONS, deletion_insertion, random_maps  # noqa: F401 - used by tests
+from ..faithfulness import (PERTURBATION_FRACTIONS, deletion_insertion, inpaint, keep_only,  # noqa: F401 - tests
+                            random_maps)
 from ..explain import get_method
-from ..model import LoadedModel, predict_slices
+from ..model import LoadedModel, predict_classes, predict_slices
 
 ECE_BINS = 15
 RANDOM_BASELINE = "random"
@@ -240,21 +242,31 @@ def evaluate_tensors(
         stage, done = f"CAM {method.title}", 0
         tick(stage, 0, len(idx))
         maps = np.zeros((len(idx), *x.shape[1:]), np.float32)
+        started = time.perf_counter()
         for cls in np.unique(y[idx]):  # one target class per call: the slice's true class
             sel = np.nonzero(y[idx] == cls)[0]
             maps[sel] = method(model, x[idx[sel]], int(cls),
                                lambda f, _done=done, _n=len(sel): tick(stage, _done + round(f * _n), len(idx)))
             done += len(sel)
-        d, iou, hit = [], [], []
-        for m, i in zip(maps, idx):
-            pred = cam_mask(m, t["heads"][i] | t["masks"][i], o.threshold_percentile)
+        seconds = (time.perf_counter() - started) / max(len(idx), 1)
+        d, iou, hit, area, masks = [], [], [], [], np.zeros(maps.shape, bool)
+        for k, (m, i) in enumerate(zip(maps, idx)):
+            region = t["heads"][i] | t["masks"][i]
+            pred = masks[k] = cam_mask(m, region, o.threshold_percentile)
             truth = t["masks"][i]
             inter, union = (pred & truth).sum(), (pred | truth).sum()
             d.append(2 * inter / max(pred.sum() + truth.sum(), 1))
             iou.append(inter / max(union, 1))
             hit.append(pointing_hit(m, truth, tol[i]))
+            area.append(pred.sum() / max(region.sum(), 1))
+        # What the model says from the mask alone (the rest blurred away) and without it (inpainted from around it).
+        call = probs[idx].argmax(1)
+        kept = predict_classes(model, keep_only(x[idx], masks), o.batch_size).argmax(1) == call
+        flipped = predict_classes(model, inpaint(x[idx], masks), o.batch_size).argmax(1) != call
         cam_results[method.name] = {"title": method.title, "n": int(len(idx)), "dice": float(np.mean(d)),
                                     "iou": float(np.mean(iou)), "pointing_game": float(np.mean(hit)),
+                                    "kept_prediction": float(kept.mean()), "removal_changes_call": float(flipped.mean()),
+                                    "area_percent": float(100 * np.mean(area)), "seconds_per_slice": float(seconds),
                                     "deletion_auc": None, "insertion_auc": None, "n_perturbation": 0}
         keep = np.isin(idx, perturb)
         maps_for_perturbation[method.name] = (idx[keep], maps[keep])
@@ -315,7 +327,7 @@ def render_markdown(m: dict) -> str:
         *[f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
           for c, v in m["per_class"].items()],
     ]
-    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    f = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}f}"  # noqa: E731
     if "shortcut_check" in m:
         rates = m["shortcut_check"]["tumour_slices_called_no_tumor"]
         lines += ["", "Tumour slices called no_tumor when only the intensity style changes (shortcut check): "
@@ -327,17 +339,22 @@ def render_markdown(m: dict) -> str:
         "",
         f"CAMs for the true class, mask = {s['threshold_percentile']:g}th percentile in the head; pointing game "
         f"tolerance {s['pointing_tolerance_px']:g} original px; deletion (lower is better) and insertion (higher is "
-        "better) AUC of the class probability.",
+        "better) AUC of the class probability; kept: the model's call unchanged when only the mask is kept (the rest "
+        "blurred); removal: the call changed when the mask is inpainted from the tissue around it; area: the mask's "
+        "share of the head; time: the map alone, per slice.",
         "",
-        "| method | slices | Dice | IoU | pointing game | deletion AUC | insertion AUC |",
-        "|---|---|---|---|---|---|---|",
+        "| method | slices | Dice | IoU | pointing game | deletion AUC | insertion AUC | kept | removal changes call "
+        "| area (% of head) | s per slice |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in m["cam"].values():
         lines.append(f"| {c['title']} | {c['n']} | {f(c['dice'])} | {f(c['iou'])} | {f(c['pointing_game'])} | "
-                     f"{f(c.get('deletion_auc'))} | {f(c.get('insertion_auc'))} |")
+                     f"{f(c.get('deletion_auc'))} | {f(c.get('insertion_auc'))} | {f(c.get('kept_prediction'))} | "
+                     f"{f(c.get('removal_changes_call'))} | {f(c.get('area_percent'), 1)} | "
+                     f"{f(c.get('seconds_per_slice'), 4)} |")
     b = m["cam_random_baseline"]
     lines.append(f"| random map (baseline) | {b['n_perturbation']} | | | | {f(b['deletion_auc'])} | "
-                 f"{f(b['insertion_auc'])} |")
+                 f"{f(b['insertion_auc'])} | | | | |")
     return "\n".join(lines) + "\n"
 
 
