@@ -1,6 +1,6 @@
 """The headless pipeline, in the order it runs: load -> preprocess -> register -> model -> explain -> threshold ->
-faithfulness -> atlas -> findings -> report (registration comes before the model: the MNI brain it carries back onto the scan bounds
-where lesions, slice votes and CAM thresholds may be).
+faithfulness -> atlas -> findings -> report (registration comes before the model: the MNI brain it carries back onto
+the scan bounds where lesions, slice votes and CAM thresholds may be).
 
 `analyse` works in memory on a SimpleITK image; `write_outputs` puts the result on disk atomically; `explain`
 does both for a path. Every output image is on the input's grid (same size, spacing, origin, direction).
@@ -199,8 +199,8 @@ def analyse(
     """The pipeline on IMAGE, in memory, stage by stage in the order they run: preprocess -> register (refuses what
     is not a brain; the brain mask) -> model (slice probabilities, segmentation, input check) -> lesion (the heads
     must agree) and diagnosis -> explain (CAMs on the evidence slices) -> threshold (heatmaps to masks, back on the
-    input grid) -> faithfulness (each mask's region removed: the call again; deletion / insertion) -> atlas (MNI images and regions) ->
-    findings. Nothing is written (see write_outputs)."""
+    input grid) -> faithfulness (each mask's region removed: the call again; deletion / insertion) -> atlas (MNI
+    images and regions) -> findings. Nothing is written (see write_outputs)."""
     options = options or Options()
     names = check_names(options.methods)
     if model is None:
@@ -284,15 +284,15 @@ def analyse(
     }
 
     track.stage("faithfulness")
-    masks_model = {method.name: preprocess.to_model(images_oriented[layout.mask(method.name)][evidence].astype(np.float32),
-                                                    frame) > 0.5 for method in methods}
+    # The masks as thresholded on the input grid, back in model space: the regions the counterfactual removes.
+    masks_model = {m.name: preprocess.to_model(images_oriented[layout.mask(m.name)][evidence].astype(np.float32),
+                                               frame) > 0.5 for m in methods}
     counter = _counterfactuals(methods, model, slices, evidence, masks_model, probs, lesion_area, brain_area, options,
                                cancel)
     track.report(0.5)
     scores = _case_faithfulness(methods, model, slices, evidence, heat_model, lesion_area, probs, label, options, cancel)
     for entry in explanations:
-        entry["counterfactual"] = counter[entry["method"]]
-        entry["faithfulness"] = scores[entry["method"]]
+        entry.update(counterfactual=counter[entry["method"]], faithfulness=scores[entry["method"]])
 
     track.stage("atlas")
     regions, summary, mni_images = _atlas(images, reg, bool(seg_mask.any()), methods[0].name if methods else None)

@@ -22,8 +22,7 @@ from .. import CLASSES
 from .. import threshold as threshold_mod
 from .datasets import figshare_samples, no_tumor_samples, split as train_val_split, tensorise
 from ..errors import BrainXAIError
-from ..faithfulness import (PERTURBATION_FRACTIONS, deletion_insertion, inpaint, keep_only,  # noqa: F401 - tests
-                            random_maps)
+from ..faithfulness import PERTURBATION_FRACTIONS, deletion_insertion, inpaint, keep_only, random_maps
 from ..explain import get_method
 from ..model import LoadedModel, predict_classes, predict_slices
 

@@ -112,6 +112,7 @@ _BEFORE_EDIT = re.compile(r"\b(?:from|was|were|originally|previously|instead of|
 _DENIED = re.compile(r"\b(?:no longer|not|never|n't)\b[^,;]{0,25}$", re.I)
 
 
+@lru_cache(maxsize=1)
 def _method_patterns() -> dict[str, re.Pattern]:
     from ..explain import TITLES
 
