@@ -66,6 +66,7 @@ class BrainXAIParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     method: Annotated[str, Choice(list(METHODS))] = PARAMETERS["method"]
     allMethods: bool = PARAMETERS["allMethods"]
+    enhanceMaps: bool = PARAMETERS["enhanceMaps"]
     threshold: Annotated[float, WithinRange(50.0, 99.0)] = PARAMETERS["threshold"]
     llmBackend: Annotated[str, Choice([BUILTIN_WRITER, *LLM_BACKENDS])] = PARAMETERS["llmBackend"]
     llmEndpoint: str = PARAMETERS["llmEndpoint"]
@@ -104,9 +105,11 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         return self._wrapper
 
     def start(self, volumeNode, methods=("gradcam++",), threshold=90.0, maxCamSlices=None, outDir=None, llm=None,
-              allowCloud=False, llmBaseUrl=None):
-        """Start a background run; poll job.poll() until logic.session.running is False, then call finish()."""
-        options = Options(methods=tuple(methods), threshold_percentile=threshold, max_cam_slices=maxCamSlices)
+              allowCloud=False, llmBaseUrl=None, enhance=False):
+        """Start a background run; poll job.poll() until logic.session.running is False, then call finish().
+        enhance: sharpen each map (percentile stretch + CLAHE) before its mask is cut."""
+        options = Options(methods=tuple(methods), threshold_percentile=threshold, max_cam_slices=maxCamSlices,
+                          enhance=enhance)
         return self.session.start(volumeNode, options, outDir, llm, allowCloud, llmBaseUrl)
 
     def finish(self, method=None):
@@ -117,12 +120,12 @@ class BrainXAILogic(ScriptedLoadableModuleLogic):
         scene.show_in_slice_views(slicer.mrmlScene, result, method or next(iter(result.heatmaps)))
         return result
 
-    def run(self, volumeNode, method="gradcam++", methods=None, threshold=90.0, maxCamSlices=None):
+    def run(self, volumeNode, method="gradcam++", methods=None, threshold=90.0, maxCamSlices=None, enhance=False):
         """Blocking run for scripts (the GUI stays responsive): returns the brainxai.mrml.scene.SceneResult."""
         from brainxai.mrml import scene
 
         options = Options(methods=tuple(methods or (method,)), threshold_percentile=threshold,
-                          max_cam_slices=maxCamSlices)
+                          max_cam_slices=maxCamSlices, enhance=enhance)
         result = self.session.run(volumeNode, options, process_events=slicer.app.processEvents)
         scene.show_in_slice_views(slicer.mrmlScene, result, method)
         return result
@@ -191,6 +194,7 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
         self.ui.allMethodsCheckBox.connect("toggled(bool)", self.onAllMethods)
+        self.ui.enhanceCheckBox.connect("toggled(bool)", self.onEnhance)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onThreshold)
         self.ui.mniCheckBox.connect("toggled(bool)", self.onSpace)
         self.ui.jumpButton.connect("clicked(bool)", self.onJump)
@@ -287,6 +291,9 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onAllMethods(self, checked):
         self._setParameter("allMethods", checked)
 
+    def onEnhance(self, checked):
+        self._setParameter("enhanceMaps", checked)
+
     def onThreshold(self, value):
         if not self._updating and self._parameterNode:
             self._pendingThreshold = value
@@ -335,6 +342,7 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.inputSelector.setCurrentNode(params.inputVolume)
                 self.ui.methodComboBox.currentIndex = self.ui.methodComboBox.findData(params.method)
                 self.ui.allMethodsCheckBox.checked = params.allMethods
+                self.ui.enhanceCheckBox.checked = params.enhanceMaps
                 self.ui.thresholdSlider.value = params.threshold
                 self.ui.llmBackendComboBox.currentIndex = self.ui.llmBackendComboBox.findData(params.llmBackend)
                 if self.ui.llmEndpointLineEdit.text.strip() != params.llmEndpoint:
@@ -343,7 +351,7 @@ class BrainXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = view.apply_enabled
             self.ui.applyButton.toolTip = view.apply_tooltip
             for widget in (self.ui.inputSelector, self.ui.methodComboBox, self.ui.allMethodsCheckBox,
-                           self.ui.llmBackendComboBox):
+                           self.ui.enhanceCheckBox, self.ui.llmBackendComboBox):
                 widget.enabled = view.settings_enabled
             self.ui.llmEndpointLineEdit.enabled = view.llm_options_enabled
             self.ui.cloudCheckBox.enabled = view.llm_options_enabled

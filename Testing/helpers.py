@@ -99,7 +99,25 @@ def counterfactual_case() -> dict:
     return f
 
 
-ALL_CASES = [glioma_case, no_tumor_case, phantom_case, slice_case, counterfactual_case]
+def minimal_evidence_case() -> dict:
+    """Schema 1.3: counterfactual_case plus a minimal-evidence mask (its own level; from its region alone the model
+    keeps glioma) and an enhanced prototype map whose region alone does not suffice."""
+    import copy
+
+    f = counterfactual_case()
+    f["schema_version"] = "1.3"
+    base = copy.deepcopy(f["explanations"][1])
+    mincam = {**copy.deepcopy(base), "method": "mincam", "threshold_level": 0.5, "mask_volume_ml": 6.8,
+              "dice_vs_segmentation": 0.41,
+              "minimal_evidence": {"level": 0.5, "area_percent_of_brain": 3.4, "label": "glioma",
+                                   "probabilities": {"glioma": 0.8612, "meningioma": 0.0714, "pituitary": 0.0203,
+                                                     "no_tumor": 0.0471}}}
+    proto = {**copy.deepcopy(base), "method": "proto-late", "enhanced": True}
+    f["explanations"] += [mincam, proto]
+    return f
+
+
+ALL_CASES = [glioma_case, no_tumor_case, phantom_case, slice_case, counterfactual_case, minimal_evidence_case]
 
 
 def _region_names() -> list[str]:
@@ -123,7 +141,7 @@ def random_findings(rng: random.Random) -> dict:
                     for n in names]
     f["lesion"].update(volume_ml=round(rng.uniform(0.2, 120), 2), hemisphere=side, peak_region=names[0],
                        centroid_mni=[round(rng.uniform(-70, 70), 1) for _ in range(3)])
-    f["schema_version"] = "1.2"
+    f["schema_version"] = "1.3"
     for e in f["explanations"]:
         e.update(target_class=label, mask_volume_ml=round(rng.uniform(0.5, 80), 2),
                  dice_vs_segmentation=round(rng.uniform(0, 1), 3), threshold_percentile=rng.choice([85, 90, 95]))
@@ -132,6 +150,11 @@ def random_findings(rng: random.Random) -> dict:
             e["counterfactual"] = {"edit": "inpainted", "threshold_percentile": rng.choice([85, 90, 95]),
                                    "label": CLASSES[int(np.argmax(q))],
                                    "probabilities": {c: round(v / sum(q), 4) for c, v in zip(CLASSES, q)}}
+        if rng.random() < 0.3:
+            r = [rng.random() for _ in CLASSES]
+            e.update(threshold_level=0.5, minimal_evidence={
+                "level": 0.5, "area_percent_of_brain": round(rng.uniform(0.5, 15), 2),
+                "label": CLASSES[int(np.argmax(r))], "probabilities": {c: round(v / sum(r), 4) for c, v in zip(CLASSES, r)}})
         if rng.random() < 0.8:
             e["faithfulness"] = {"slices": rng.randint(1, 6), **{k: round(rng.random(), 4) for k in (
                 "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")}}

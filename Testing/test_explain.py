@@ -26,7 +26,8 @@ def test_cam_maps_are_normalised_and_point_at_tumour(model, tumour_slices, name)
     # need not point at the pituitary tumour)
     cams = np.concatenate([get_method(name)(model, images[i : i + 1], labels[i]) for i in range(len(images))])
     assert cams.shape == images.shape and cams.min() >= 0 and cams.max() <= 1 + 1e-6
-    assert all(c.max() > 0.99 for c in cams), "pytorch-grad-cam scales each slice to [0, 1]"
+    if get_method(name).level is None:  # mincam's map is a mask probability, not rescaled
+        assert all(c.max() > 0.99 for c in cams), "each slice's map is scaled to [0, 1]"
     # Where the map is hottest vs where the tumour is: the map must not be uniform or random.
     hot = [float(c[m].mean()) for c, m in zip(cams, masks)]
     cold = [float(c[~m].mean()) for c, m in zip(cams, masks)]

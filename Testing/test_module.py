@@ -212,6 +212,8 @@ def test_exit_stops_following_the_parameter_node_and_enter_resumes(env):
     assert w.ui.allMethodsCheckBox.checked
     params.threshold = 95.0  # a script or a loaded scene changes it: the panel follows
     assert w.ui.thresholdSlider.value == 95.0
+    params.enhanceMaps = True
+    assert w.ui.enhanceCheckBox.checked
 
 
 def test_keep_warm_setting_is_remembered_per_machine(env):

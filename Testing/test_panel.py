@@ -44,6 +44,7 @@ def make_params(scene):
         inputVolume: slicer.vtkMRMLScalarVolumeNode
         method: str = PARAMETERS["method"]
         allMethods: bool = PARAMETERS["allMethods"]
+        enhanceMaps: bool = PARAMETERS["enhanceMaps"]
         threshold: float = PARAMETERS["threshold"]
         llmBackend: str = PARAMETERS["llmBackend"]
         llmEndpoint: str = PARAMETERS["llmEndpoint"]
@@ -88,7 +89,9 @@ def test_apply_progress_result_and_every_result_action(panel, tmp_path):
     assert (v.apply_text, v.apply_enabled, v.settings_enabled, v.progress_visible, v.diagnosis) == (
         "Apply", True, True, False, NO_RESULT)
     before = volume.GetMTime()
+    controller.params.enhanceMaps = True
     controller.apply()
+    assert "--enhance" in controller.session.job.command  # the panel's setting reaches the background run
     v = controller.view()
     assert (v.apply_text, v.apply_enabled, v.polling, v.progress_visible) == ("Cancel", True, True, True)
     assert not v.settings_enabled and not v.result_actions_enabled  # the method selector is locked mid-run

@@ -14,7 +14,8 @@ from brainxai.load import read_input
 from brainxai.mni.register import load_mni_template
 from helpers import flipped_copy, oblique_copy
 
-FAST = pipeline.Options(methods=("gradcam++",), max_cam_slices=6)
+# A CAM, the minimal-evidence mask and a prototype map: the flipped / oblique checks cover each kind of map.
+FAST = pipeline.Options(methods=("gradcam++", "mincam", "proto-late"), max_cam_slices=6)
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:

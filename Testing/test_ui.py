@@ -90,6 +90,7 @@ def test_the_modules_connections_are_the_ones_it_needs():
               ("mniCheckBox", "toggled(bool)"), ("jumpButton", "clicked(bool)"), ("exportButton", "clicked(bool)"),
               ("llmBackendComboBox", "currentIndexChanged(int)"), ("llmEndpointLineEdit", "textChanged(QString)"),
               ("cloudCheckBox", "toggled(bool)"), ("allMethodsCheckBox", "toggled(bool)"),
+              ("enhanceCheckBox", "toggled(bool)"),
               ("keepWarmCheckBox", "toggled(bool)"), ("timer", "timeout()"), ("thresholdTimer", "timeout()")}
     assert needed <= connected, needed - connected
 

@@ -183,6 +183,20 @@ def _train(args) -> int:
                  resume=args.resume, init=args.init)
     v = card["validation"]
     print(f"validation accuracy {v['accuracy']:.3f}, tumour Dice {v['tumour_dice_mean']:.3f}; weights {args.out}")
+    if not args.no_explainers:  # what mincam and the prototype maps read is fitted on these weights
+        from .lab.fit_explainers import fit_explainers
+
+        fit_explainers(args.data, args.out, args.cache, args.cache / "runs" / "fit-explainers",
+                       log=lambda s: print(s, flush=True))
+    return 0
+
+
+def _fit_explainers(args) -> int:
+    from .lab.fit_explainers import fit_explainers
+
+    which = ("prototypes", "mincam") if args.only is None else (args.only,)
+    fit_explainers(args.data, args.weights, args.cache, args.cache / "runs" / "fit-explainers", args.mincam_steps,
+                   which, log=lambda s: print(s, flush=True))
     return 0
 
 
@@ -208,7 +222,7 @@ def _evaluate(args) -> int:
     options = EvalOptions(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), split=args.split,
                           threshold_percentile=args.threshold, scorecam_slices=args.scorecam_slices,
                           perturbation_slices=args.perturbation_slices, max_cam_slices=args.max_cam_slices,
-                          style_slices=args.style_slices)
+                          style_slices=args.style_slices, enhance=args.enhance)
     bars: dict = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -319,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="heatmap percentile (in-brain) for the masks")
     e.add_argument("--model", type=Path, help="weights file (default: the packaged model)")
     e.add_argument("--max-cam-slices", type=int, help="explain at most this many slices (those with most tumour)")
+    e.add_argument("--enhance", action="store_true",
+                   help="percentile stretch + CLAHE on each slice's heatmap before thresholding (not for mincam)")
     e.add_argument("--progress", choices=("bar", "json"), default="bar",
                    help="'json': machine-readable progress lines on stdout (for a parent process)")
     _llm_options(e)
@@ -363,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", type=Path, help="weights file (default: the packaged model)")
     v.add_argument("--split", choices=("all", "val"), default="all",
                    help="'val': only the validation blocks of the training split (the default model's held-out data)")
-    v.add_argument("--methods", default=",".join(defaults.methods), help=f"comma-separated, from: {', '.join(METHODS)}")
+    v.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from: {', '.join(METHODS)}")
+    v.add_argument("--enhance", action="store_true", help="percentile stretch + CLAHE on the percentile-cut maps")
     v.add_argument("--threshold", type=float, default=defaults.threshold_percentile,
                    help="heatmap percentile (in-head) for the CAM masks")
     v.add_argument("--scorecam-slices", type=int, default=24, help="Score-CAM on a random subset of this many slices")
@@ -438,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", type=Path,
                    help="fine-tune: start from these brainxai weights (same architecture; trained on a subset of "
                         "this run's training data with the same split, e.g. the packaged default)")
+    t.add_argument("--no-explainers", action="store_true",
+                   help="skip fitting the prototypes and the minimal-evidence predictor on the new weights "
+                        "(brainxai fit-explainers does it later)")
     t.set_defaults(func=_train)
 
     q = sub.add_parser("check", help="the checks explain makes before its model runs, on files or whole folders "
@@ -455,6 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--weights", type=Path, required=True, help="the weights it is fitted on; written beside them")
     k.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
     k.set_defaults(func=_fit_contrast_check)
+
+    x = sub.add_parser("fit-explainers", help="fit the prototypes (proto-*) and the minimal-evidence mask predictor "
+                                              "(mincam) on model weights; written beside them (training data only)")
+    x.add_argument("--data", type=Path, default=Path("../shared/data"))
+    x.add_argument("--weights", type=Path, required=True, help="the weights they are fitted on; written beside them")
+    x.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
+    x.add_argument("--only", choices=("prototypes", "mincam"), help="fit only this one")
+    x.add_argument("--mincam-steps", type=int, default=500, help="training batches of the mask predictor (resumable)")
+    x.set_defaults(func=_fit_explainers)
     return p
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .explain import METHODS
+from .explain import CAMS
 
-DEFAULT_METHODS = METHODS  # every method
+DEFAULT_METHODS = CAMS  # the class-activation maps; the others are asked for by name
 DEFAULT_PERCENTILE = 90.0  # heatmap percentile, inside the analysed brain, above which a voxel is in the CAM mask
 
 
@@ -19,6 +19,7 @@ class Options:
     batch_size: int = 4  # measured on 2 cores: small batches keep activations in cache (docs/bench.md)
     max_cam_slices: int | None = None  # None: every slice with tumour evidence
     precision: str = "fast"  # model and Score-CAM passes: "fast" (bf16 where the CPU has it natively) or "fp32"
+    enhance: bool = False  # percentile stretch + CLAHE on each slice's heatmap (explain.enhance), before thresholding
 
 
 def to_argv(options: Options) -> list[str]:
@@ -33,10 +34,13 @@ def to_argv(options: Options) -> list[str]:
         argv += ["--max-cam-slices", str(options.max_cam_slices)]
     if options.model_path is not None:
         argv += ["--model", str(options.model_path)]
+    if options.enhance:
+        argv += ["--enhance"]
     return argv
 
 
 def from_args(args) -> Options:
     """The Options of a parsed `brainxai explain` command line (the inverse of to_argv)."""
     return Options(methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                   threshold_percentile=args.threshold, model_path=args.model, max_cam_slices=args.max_cam_slices)
+                   threshold_percentile=args.threshold, model_path=args.model, max_cam_slices=args.max_cam_slices,
+                   enhance=args.enhance)

@@ -114,9 +114,10 @@ def _evidence_slices(lesion_area: np.ndarray, probs: np.ndarray, active: np.ndar
 
 
 def _explain(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np.ndarray, features, active,
-             probs: np.ndarray, label: int, options: Options, track: Tracker, cancel: Cancel | None
-             ) -> dict[str, np.ndarray]:
-    """Each method's heatmap over the evidence slices, in model space (method name -> (slices, size, size))."""
+             probs: np.ndarray, label: int, options: Options, track: Tracker, cancel: Cancel | None,
+             brain_model: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Each method's heatmap over the evidence slices, in model space (method name -> (slices, size, size)).
+    brain_model: the brain mask in model space, where enhancement (options.enhance) takes its percentiles."""
     heat_model: dict[str, np.ndarray] = {}
     for mi, method in enumerate(methods):
         def done(fraction, _mi=mi):  # this method's share of the stage
@@ -124,9 +125,17 @@ def _explain(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np
 
         cams = method(model, slices[evidence], label, done, cancel,
                       features=features[np.searchsorted(active, evidence)], precision=options.precision)
-        # pytorch-grad-cam scales every slice to [0, 1]; weighting by the slice's probability for the explained
-        # class keeps weakly supported slices dim in the assembled 3D map.
         heat = np.zeros_like(slices)
+        if method.level is not None:  # a mask probability: its level means something, it is left as it is
+            heat[evidence] = cams
+            heat_model[method.name] = heat
+            continue
+        if options.enhance:
+            from .explain.enhance import enhance
+
+            cams = enhance(cams, brain_model[evidence])
+        # Each map is scaled to [0, 1] per slice; weighting by the slice's probability for the explained class
+        # keeps weakly supported slices dim in the assembled 3D map.
         heat[evidence] = cams * probs[evidence, label][:, None, None]
         heat_model[method.name] = heat
     return heat_model
@@ -154,6 +163,28 @@ def _counterfactuals(methods: list, model: LoadedModel, slices: np.ndarray, evid
         start += int(hit.sum())
         out[method.name] = faithfulness.counterfactual(_diagnosis(p, lesion_area, brain_area), CLASSES,
                                                        options.threshold_percentile)
+    return out
+
+
+def _minimal_evidence(methods: list, model: LoadedModel, slices: np.ndarray, evidence: np.ndarray,
+                      masks: dict[str, np.ndarray], images_oriented: dict, region: np.ndarray, probs: np.ndarray,
+                      lesion_area: np.ndarray, brain_area: np.ndarray, options: Options, cancel: Cancel | None
+                      ) -> dict[str, dict]:
+    """For a method whose mask claims to be the evidence the call needs (its own level, not a percentile): the call
+    with only that region kept on the explained slices (the rest blurred away) and the region's share of the brain
+    on those slices. The same vote as the counterfactual, the other way round."""
+    from .model import predict_classes
+
+    out = {}
+    for method in methods:
+        p = probs.copy()
+        p[evidence] = predict_classes(model, faithfulness.keep_only(slices[evidence], masks[method.name]),
+                                      options.batch_size, cancel, options.precision)
+        volume = _diagnosis(p, lesion_area, brain_area)
+        area = images_oriented[layout.mask(method.name)].sum() / max(int(region.sum()), 1)
+        out[method.name] = {"level": float(method.level), "area_percent_of_brain": round(100 * float(area), 2),
+                            "label": CLASSES[int(volume.argmax())],
+                            "probabilities": {c: round(float(v), 4) for c, v in zip(CLASSES, volume)}}
     return out
 
 
@@ -255,7 +286,9 @@ def analyse(
 
     track.stage("explain")
     methods = cams.result()  # imported on the preload thread while the model ran
-    heat_model = _explain(methods, model, slices, evidence, features, active, probs, label, options, track, cancel)
+    brain_model = preprocess.to_model(brain.astype(np.float32), frame) > 0.5 if options.enhance else None
+    heat_model = _explain(methods, model, slices, evidence, features, active, probs, label, options, track, cancel,
+                          brain_model)
 
     track.stage("threshold")
     explained = np.zeros(len(arr), bool)
@@ -267,13 +300,18 @@ def analyse(
     explanations = []
     for method in methods:
         heat = np.clip(preprocess.from_model(heat_model[method.name], frame), 0, 1) * brain
-        mask, _ = threshold.threshold_heatmap(heat, region, oriented.GetSpacing(), options.threshold_percentile)
+        if method.level is not None:
+            mask = threshold.level_mask(heat, region, oriented.GetSpacing(), method.level)
+        else:
+            mask, _ = threshold.threshold_heatmap(heat, region, oriented.GetSpacing(), options.threshold_percentile)
         images_oriented[layout.heatmap(method.name)] = heat.astype(np.float32)
         images_oriented[layout.mask(method.name)] = mask.astype(np.uint8)
         explanations.append({
             "method": method.name,
             "target_class": CLASSES[label],
             "threshold_percentile": float(options.threshold_percentile),
+            **({"threshold_level": float(method.level)} if method.level is not None else {}),
+            **({"enhanced": True} if options.enhance and method.level is None else {}),
             **threshold.mask_stats(mask, seg_mask, voxel_ml),
             "slices_explained": int(len(evidence)),
         })
@@ -289,10 +327,14 @@ def analyse(
                                                frame) > 0.5 for m in methods}
     counter = _counterfactuals(methods, model, slices, evidence, masks_model, probs, lesion_area, brain_area, options,
                                cancel)
+    kept = _minimal_evidence([m for m in methods if m.level is not None], model, slices, evidence, masks_model,
+                             images_oriented, region, probs, lesion_area, brain_area, options, cancel)
     track.report(0.5)
     scores = _case_faithfulness(methods, model, slices, evidence, heat_model, lesion_area, probs, label, options, cancel)
     for entry in explanations:
         entry.update(counterfactual=counter[entry["method"]], faithfulness=scores[entry["method"]])
+        if entry["method"] in kept:
+            entry["minimal_evidence"] = kept[entry["method"]]
 
     track.stage("atlas")
     regions, summary, mni_images = _atlas(images, reg, bool(seg_mask.any()), methods[0].name if methods else None)

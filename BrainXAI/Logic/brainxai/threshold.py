@@ -55,6 +55,11 @@ def threshold_heatmap(heat: np.ndarray, region: np.ndarray, spacing_mm, percenti
     return significant_components(raw, spacing_mm), thr
 
 
+def level_mask(heat: np.ndarray, region: np.ndarray, spacing_mm, level: float) -> np.ndarray:
+    """The mask of a heatmap whose values mean something on their own (a mask probability): at or above `level`."""
+    return significant_components((heat >= level) & region, spacing_mm)
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float | None:
     """Dice overlap; None when both masks are empty (agreement is undefined, not perfect)."""
     total = int(a.sum()) + int(b.sum())

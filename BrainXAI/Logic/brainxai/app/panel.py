@@ -25,7 +25,7 @@ from ..explain import METHODS, TITLES
 LLM_BACKENDS = ("llama", "ollama", "vllm", "llamacpp", "grok", "mistral")
 BUILTIN_WRITER = "builtin"
 PARAMETERS = {  # the parameter node's fields and defaults (BrainXAIParameterNode in the module mirrors them)
-    "inputVolume": None, "method": "gradcam++", "allMethods": False, "threshold": 90.0,
+    "inputVolume": None, "method": "gradcam++", "allMethods": False, "enhanceMaps": False, "threshold": 90.0,
     "llmBackend": BUILTIN_WRITER, "llmEndpoint": "",
 }
 NO_RESULT = "No result yet."
@@ -104,8 +104,17 @@ def method_evidence(findings: dict, method: str | None) -> str:
     from ..reporting.report import CLASS_NAMES
 
     dice = entry["dice_vs_segmentation"]
-    line = (f"{TITLES.get(method, method)}: mask {entry['mask_volume_ml']:.1f} mL at percentile "
-            f"{entry['threshold_percentile']:g}" + ("" if dice is None else f", Dice with the segmentation {dice:.2f}"))
+    cut = (f"where its probability is at least {entry['threshold_level']:g}" if "threshold_level" in entry else
+           f"at percentile {entry['threshold_percentile']:g}")
+    line = (f"{TITLES.get(method, method)}: mask {entry['mask_volume_ml']:.1f} mL {cut}"
+            + ("" if dice is None else f", Dice with the segmentation {dice:.2f}"))
+    me = entry.get("minimal_evidence")
+    if me:
+        label = findings["diagnosis"]["label"]
+        line += (f". From its region alone ({me['area_percent_of_brain']:.1f}% of the brain) the model "
+                 + (f"keeps {CLASS_NAMES[label]} (p {me['probabilities'][label]:.2f})" if me["label"] == label else
+                    f"predicts {CLASS_NAMES[me['label']]} (p {me['probabilities'][me['label']]:.2f}), not "
+                    f"{CLASS_NAMES[label]}"))
     cf = entry.get("counterfactual")
     if cf:
         label, was = findings["diagnosis"]["label"], findings["diagnosis"]["probabilities"]
@@ -234,7 +243,8 @@ class PanelController:
         backend = self.param("llmBackend") or BUILTIN_WRITER
         try:
             self.session.start(node, Options(methods=tuple(self.methods_to_run()),
-                                             threshold_percentile=float(self.param("threshold"))),
+                                             threshold_percentile=float(self.param("threshold")),
+                                             enhance=bool(self.param("enhanceMaps"))),
                                llm=None if backend == BUILTIN_WRITER else backend, allow_cloud=self.allow_cloud,
                                llm_base_url=(self.param("llmEndpoint") or "").strip() or None)
         except (BrainXAIError, OSError) as exc:

@@ -14,9 +14,14 @@ from ..errors import BrainXAIError
 if TYPE_CHECKING:
     from .base import CamMethod
 
-_MODULES = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorecam"}
+_MODULES = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorecam", "mincam": "mincam",
+            "proto-early": "prototype", "proto-middle": "prototype", "proto-late": "prototype"}
 METHODS: tuple[str, ...] = tuple(_MODULES)  # the ids used on the command line and in findings
-TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}  # the names a reader knows
+CAMS = ("gradcam", "gradcam++", "scorecam")  # the class-activation maps (the default set)
+TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",  # the names a reader knows
+          "mincam": "Minimal evidence", "proto-early": "Prototype similarity (early: encoder 1/8)",
+          "proto-middle": "Prototype similarity (middle: encoder 1/16)",
+          "proto-late": "Prototype similarity (late: encoder 1/32)"}
 
 
 def check_names(names) -> list[str]:
@@ -31,4 +36,5 @@ def check_names(names) -> list[str]:
 
 def get_method(name: str) -> CamMethod:
     (name,) = check_names([name])
-    return importlib.import_module(f".{_MODULES[name]}", __name__).METHOD
+    module = importlib.import_module(f".{_MODULES[name]}", __name__)
+    return module.METHODS[name] if hasattr(module, "METHODS") else module.METHOD

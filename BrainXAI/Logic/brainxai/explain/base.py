@@ -34,6 +34,7 @@ class CamMethod:
     batch_size: int = 32  # slices per call
     options: dict = field(default_factory=dict)  # attributes set on the pytorch-grad-cam object
     uses_gradients: bool = True
+    level: float | None = None  # maps are min-max scaled per slice: masks are cut at a percentile, not a level
 
     def __call__(
         self,

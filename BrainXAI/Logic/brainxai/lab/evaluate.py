@@ -23,7 +23,7 @@ from .. import threshold as threshold_mod
 from .datasets import figshare_samples, no_tumor_samples, split as train_val_split, tensorise
 from ..errors import BrainXAIError
 from ..faithfulness import PERTURBATION_FRACTIONS, deletion_insertion, inpaint, keep_only, random_maps
-from ..explain import get_method
+from ..explain import METHODS, get_method
 from ..model import LoadedModel, predict_classes, predict_slices
 
 ECE_BINS = 15
@@ -32,7 +32,8 @@ RANDOM_BASELINE = "random"
 
 @dataclass
 class EvalOptions:
-    methods: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
+    methods: tuple[str, ...] = METHODS  # every method: the comparison table
+    enhance: bool = False  # percentile stretch + CLAHE on the percentile-cut maps (explain.enhance)
     split: str = "all"  # "all" slices of the folder(s), or "val": only our validation blocks (see data.block_split)
     threshold_percentile: float = threshold_mod.DEFAULT_PERCENTILE
     pointing_tolerance_px: float = 15.0  # in original-image pixels, as in Zhang et al.'s pointing game
@@ -247,11 +248,16 @@ def evaluate_tensors(
             maps[sel] = method(model, x[idx[sel]], int(cls),
                                lambda f, _done=done, _n=len(sel): tick(stage, _done + round(f * _n), len(idx)))
             done += len(sel)
+        if o.enhance and method.level is None:
+            from ..explain.enhance import enhance
+
+            maps = enhance(maps, t["heads"][idx] | t["masks"][idx])
         seconds = (time.perf_counter() - started) / max(len(idx), 1)
         d, iou, hit, area, masks = [], [], [], [], np.zeros(maps.shape, bool)
         for k, (m, i) in enumerate(zip(maps, idx)):
             region = t["heads"][i] | t["masks"][i]
-            pred = masks[k] = cam_mask(m, region, o.threshold_percentile)
+            pred = masks[k] = (cam_mask(m, region, o.threshold_percentile) if method.level is None else
+                               threshold_mod.level_mask(m[None], region[None], (1.0, 1.0, 1.0), method.level)[0])
             truth = t["masks"][i]
             inter, union = (pred & truth).sum(), (pred | truth).sum()
             d.append(2 * inter / max(pred.sum() + truth.sum(), 1))
@@ -336,7 +342,9 @@ def render_markdown(m: dict) -> str:
                   f"slices called no_tumor; volume diagnosis {h['diagnosis']}, segmented lesion {h['lesion_ml']} mL."]
     lines += [
         "",
-        f"CAMs for the true class, mask = {s['threshold_percentile']:g}th percentile in the head; pointing game "
+        f"Maps for the true class{' (sharpened: percentile stretch + CLAHE)' if s.get('enhance') else ''}, "
+        f"mask = {s['threshold_percentile']:g}th percentile in the head (Minimal evidence: its own mask, probability "
+        "at least 0.5); pointing game "
         f"tolerance {s['pointing_tolerance_px']:g} original px; deletion (lower is better) and insertion (higher is "
         "better) AUC of the class probability; kept: the model's call unchanged when only the mask is kept (the rest "
         "blurred); removal: the call changed when the mask is inpainted from the tissue around it; area: the mask's "

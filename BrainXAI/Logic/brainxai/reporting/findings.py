@@ -19,7 +19,7 @@ from jsonschema.exceptions import best_match
 
 from brainxai.errors import BrainXAIError
 
-SCHEMA_VERSION = "1.2"  # 1.1: input_check; 1.2: a counterfactual per explanation
+SCHEMA_VERSION = "1.3"  # 1.1: input_check; 1.2: a counterfactual per explanation; 1.3: minimal evidence, enhancement
 _SCHEMA_RESOURCE = ("schema", "findings.schema.json")
 
 # Each pattern names what it caught, so the user knows what to strip upstream.

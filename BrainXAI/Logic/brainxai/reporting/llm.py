@@ -230,6 +230,12 @@ def render_findings(findings: dict) -> str:
                          "from the surrounding tissue: the model predicts "
                          f"{CLASS_NAMES[cf['label']]}; probabilities " + ", ".join(
                              f"{CLASS_NAMES[c]} {cf['probabilities'][c]:.2f}" for c in CLASSES))
+        me = e.get("minimal_evidence")
+        if me:
+            lines.append(f"Minimal evidence, {e['method']} region alone ({me['area_percent_of_brain']}% of the brain on "
+                         "the explained slices, the rest blurred away): the model predicts "
+                         f"{CLASS_NAMES[me['label']]}; probabilities " + ", ".join(
+                             f"{CLASS_NAMES[c]} {me['probabilities'][c]:.2f}" for c in CLASSES))
         fa = e.get("faithfulness")
         if fa:
             lines.append(f"Faithfulness {e['method']} on {fa['slices']} slices: deletion AUC {fa['deletion_auc']:.2f} "

@@ -142,18 +142,22 @@ def _explanation(f: dict) -> list[Statement]:
     out = []
     for i, e in enumerate(f["explanations"]):
         p = f"/explanations/{i}"
-        text = (f"{METHOD_NAMES.get(e['method'], e['method'])} for {CLASS_NAMES[e['target_class']]}, thresholded at "
-                f"percentile {_pct(e['threshold_percentile'])} over {e['slices_explained']} slices, marks "
-                f"{_vol(e['mask_volume_ml'])} mL")
+        cut = (f"cut where its mask probability is at least {e['threshold_level']:g}" if "threshold_level" in e
+               else f"thresholded at percentile {_pct(e['threshold_percentile'])}")
+        enhanced = " (map sharpened by percentile stretch and CLAHE)" if e.get("enhanced") else ""
+        text = (f"{METHOD_NAMES.get(e['method'], e['method'])}{enhanced} for {CLASS_NAMES[e['target_class']]}, {cut} "
+                f"over {e['slices_explained']} slices, marks {_vol(e['mask_volume_ml'])} mL")
         if e["dice_vs_segmentation"] is None:
             text += "; agreement with the segmentation was not computed."
         else:
             text += f"; Dice agreement with the segmentation {fmt(e['dice_vs_segmentation'], DECIMALS['dice'])}."
-        keys = ("method", "target_class", "threshold_percentile", "slices_explained", "mask_volume_ml",
-                "dice_vs_segmentation")
+        keys = ("method", "target_class", "threshold_level" if "threshold_level" in e else "threshold_percentile",
+                "slices_explained", "mask_volume_ml", "dice_vs_segmentation")
         out.append(Statement(text, [f"{p}/{k}" for k in keys]))
         if "counterfactual" in e:
             out.append(_counterfactual(f, e, p))
+        if "minimal_evidence" in e:
+            out.append(_minimal_evidence(f, e, p))
         if "faithfulness" in e:
             out.append(_faithfulness(e, p))
     return out
@@ -186,6 +190,20 @@ def _counterfactual(f: dict, e: dict, p: str) -> Statement:
         text += (f"predicts {CLASS_NAMES[cf['label']]} (p = {_prob(cf['probabilities'][cf['label']])}); "
                  f"{CLASS_NAMES[label]} p = {_prob(cf['probabilities'][label])}, from {_prob(was)}.")
     return Statement(text, [f"{p}/counterfactual", f"{p}/threshold_percentile", f"/diagnosis/probabilities/{label}"])
+
+
+def _minimal_evidence(f: dict, e: dict, p: str) -> Statement:
+    """What the model says from the method's region alone: whether the marked evidence suffices for the call."""
+    me, title = e["minimal_evidence"], METHOD_NAMES.get(e["method"], e["method"])
+    label = f["diagnosis"]["label"]
+    text = (f"From the {title} region alone ({_pct(me['area_percent_of_brain'])}% of the brain on the explained "
+            "slices; the rest blurred away), the model ")
+    if me["label"] == label:
+        text += f"keeps {CLASS_NAMES[label]} (p = {_prob(me['probabilities'][label])})."
+    else:
+        text += (f"predicts {CLASS_NAMES[me['label']]} (p = {_prob(me['probabilities'][me['label']])}); the region does "
+                 f"not suffice for {CLASS_NAMES[label]} (p = {_prob(me['probabilities'][label])}).")
+    return Statement(text, [f"{p}/minimal_evidence", "/diagnosis/label"])
 
 
 def _impression(f: dict) -> list[Statement]:

@@ -107,6 +107,11 @@ _COUNTERFACTUAL = re.compile(rf"\bcounterfactual\b|\b(?P<without>without)\s+(?:t
                              rf"\b{_REGION_WORDS}\b|\b(?:remov\w*|inpaint\w*|occlu\w+|eras\w+|delet\w+|blurr\w*)\b"
                              rf"[^.;]{{0,60}}?\b{_REGION_WORDS}\b|\b{_REGION_WORDS}\b[^.;]{{0,30}}?\b(?:removed|inpainted|"
                              r"occluded|erased|deleted|blurred|masked out)\b", re.I)
+# A minimal-evidence statement: what the model says from a map's region alone, the rest blurred away ("from the
+# minimal-evidence region alone the model keeps glioma"). Its class names are that entry's, like a counterfactual's.
+_KEPT_ONLY = re.compile(rf"\b{_REGION_WORDS}\b[^.;]{{0,40}}?\b(?:alone|only)\b|\b(?:only|just)\s+(?:the|this|that|its)\b"
+                        rf"[^.;]{{0,60}}?\b{_REGION_WORDS}\b|\bminimal[- ]evidence\b[^.;]{{0,80}}?\b(?:keeps?|kept|"
+                        r"predicts?|still)\b", re.I)
 # Before a class name in a counterfactual statement: the call it had before, or one it no longer gets.
 _BEFORE_EDIT = re.compile(r"\b(?:from|was|were|originally|previously|instead of|rather than)\s+(?:an?\s+|the\s+)?$", re.I)
 _DENIED = re.compile(r"\b(?:no longer|not|never|n't)\b[^,;]{0,25}$", re.I)
@@ -215,6 +220,7 @@ class _Facts:
     contrast_enhanced: bool | None = None  # the input check's verdict on the scan (None: not checked)
     hemisphere: str | None = None  # lesion.hemisphere: the side of the lesion as a whole
     counterfactuals: dict | None = None  # method -> its counterfactual entry (those computed)
+    kept_only: dict | None = None  # method -> its minimal_evidence entry (the call from its region alone)
 
 
 def _facts(findings: dict) -> _Facts:
@@ -252,8 +258,10 @@ def _facts(findings: dict) -> _Facts:
             numbers["ml"].append(float(v))
         if key.startswith("percent") or key.endswith("percent") or key.endswith("percentile"):
             numbers["percent"].append(float(v))
+        if "_percent_" in key:  # area_percent_of_brain
+            numbers["percent"].append(float(v))
         if key == "dice_vs_segmentation" or path[:2] == ("diagnosis", "probabilities") or (
-                "counterfactual" in path and "probabilities" in path):
+                ("counterfactual" in path or "minimal_evidence" in path) and "probabilities" in path):
             numbers["percent"].append(100.0 * float(v))
         if key in ("spacing_mm", "centroid_mni"):
             numbers["mm"].append(float(v))
@@ -263,7 +271,8 @@ def _facts(findings: dict) -> _Facts:
                   None if reg is None else bool(reg["converged"]),
                   lesion["centroid_mni"], bool(findings["input"]["phantom"]), bool(findings["warnings"]),
                   (findings.get("input_check") or {}).get("contrast_enhanced"), lesion["hemisphere"],
-                  {e["method"]: e["counterfactual"] for e in findings["explanations"] if e.get("counterfactual")})
+                  {e["method"]: e["counterfactual"] for e in findings["explanations"] if e.get("counterfactual")},
+                  {e["method"]: e["minimal_evidence"] for e in findings["explanations"] if e.get("minimal_evidence")})
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -421,12 +430,16 @@ class _Checker:
                 self.add("tumour_type", m.group(), False, "the findings report no tumour and no lesion",
                          off + m.start())
 
-    def counterfactual(self, s: str, off: int, taken: list):
+    def counterfactual(self, s: str, off: int, taken: list, kept_only: bool = False):
         """Class names (and their probabilities) in a counterfactual statement, against the counterfactuals of the
-        methods it names (all of them when it names none); after "from"/"was" against the diagnosis."""
+        methods it names (all of them when it names none); after "from"/"was" against the diagnosis. kept_only: a
+        minimal-evidence statement (the region alone), against the minimal_evidence entries the same way."""
         f = self.f
+        entries = (f.kept_only if kept_only else f.counterfactuals) or {}
+        edited = "with only the region kept" if kept_only else "with the region removed"
+        what = "minimal-evidence result" if kept_only else "counterfactual"
         named = [m for m, pat in _method_patterns().items() if pat.search(s)]
-        cases = [f.counterfactuals[m] for m in (named or f.counterfactuals) if m in f.counterfactuals]
+        cases = [entries[m] for m in (named or entries) if m in entries]
         for cls, pat in _CLASS_PATTERNS.items():
             for m in re.finditer(rf"\b(?:{pat})\b", s, re.I):
                 if any(a <= m.start() < b for a, b in taken):
@@ -437,7 +450,7 @@ class _Checker:
                 prob = _CLASS_PROBABILITY.match(after)
                 if not cases and not original:
                     self.add("counterfactual", m.group() + (after[:prob.end()] if prob else ""), False,
-                             "the findings hold no counterfactual" + (f" for {', '.join(named)}" if named else ""),
+                             f"the findings hold no {what}" + (f" for {', '.join(named)}" if named else ""),
                              off + m.start())
                     continue
                 if prob:
@@ -445,7 +458,7 @@ class _Checker:
                     scale = 100 if (prob.group(2) or float(raw) > 1) else 1
                     values = [f.probabilities[cls]] if original else [c["probabilities"][cls] for c in cases]
                     self.add("number", m.group() + after[:prob.end()], _matches(raw, [v * scale for v in values]),
-                             ("the findings give " if original else "with the region removed the findings give ")
+                             ("the findings give " if original else f"{edited} the findings give ")
                              + f"{cls} probability " + ", ".join(f"{v:.2f}" for v in values), off + m.start())
                     taken.append((m.end(), m.end() + prob.end()))
                 elif re.match(r"\s+(?:probability|likelihood|score)\b", after, re.I):
@@ -455,10 +468,10 @@ class _Checker:
                              off + m.start())
                 elif _DENIED.search(before):
                     self.add("counterfactual", m.group(), all(c["label"] != cls for c in cases),
-                             "with the region removed the model still predicts " + cls, off + m.start())
+                             f"{edited} the model still predicts " + cls, off + m.start())
                 else:
                     self.add("counterfactual", m.group(), any(c["label"] == cls for c in cases),
-                             "with the region removed the model predicts "
+                             f"{edited} the model predicts "
                              + " / ".join(sorted({c["label"] for c in cases})), off + m.start())
 
     # -- anatomy and sides -----------------------------------------------------------------------------------
@@ -653,7 +666,10 @@ def verify(findings: dict, report: str) -> Verification:
         plain = re.sub(r"[*_`#>|]", " ", sentence)  # Markdown emphasis, headings, table bars: same offsets
         edit = _COUNTERFACTUAL.search(plain)
         taken: list = []
-        if edit:  # "without the region" describes the edit: it denies nothing in the rest of the sentence
+        if _KEPT_ONLY.search(plain) and not edit:  # the region alone: "only" and "alone" deny nothing either
+            neg = _negated_spans(plain)
+            checker.counterfactual(plain, off, taken, kept_only=True)
+        elif edit:  # "without the region" describes the edit: it denies nothing in the rest of the sentence
             a, b = edit.span("without") if edit.group("without") else (0, 0)
             neg = _negated_spans(plain[:a] + " " * (b - a) + plain[b:])
             checker.counterfactual(plain, off, taken)

@@ -1,0 +1,130 @@
+"""Minimal evidence: the smallest smooth region the classifier needs to keep its call (Med-CAM style).
+
+The mask keeps the image inside it and blurs the rest away (the insertion curve's imputer, faithfulness.keep_only);
+it was trained so that the image so masked keeps the prediction and the head's activations (cross-entropy +
+feature matching), under area and total-variation penalties (Fong & Vedaldi 2017, "meaningful perturbations").
+Optimising one mask per slice takes tens of forward and backward passes; a small convolutional predictor on the
+features the class head pools, fitted once on training slices with the classifier frozen (amortised, as in
+Dabkowski & Gal 2017), gives the mask in one pass on features the model stage already has.
+
+The heatmap is the mask's own probability (not rescaled per slice); the mask is where it is at least LEVEL.
+The predictor lies beside the weights it was fitted on (PREDICTOR) and says which (their sha256);
+`brainxai fit-explainers` (run by `brainxai train`) rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import TITLES
+from .. import progress as progress_mod
+from ..errors import BrainXAIError
+from ..model import LoadedModel, head_features
+
+PREDICTOR = "mincam.pt"
+LEVEL = 0.5  # mask probability at and above which a pixel is kept evidence
+BOUND = 6.0  # mask logits stay within +-BOUND
+
+
+class MaskPredictor(nn.Module):
+    """Head features (N, F, h, w) and the head's class maps -> one mask logit map per class (N, C, h, w).
+    Normalised input and GELUs keep it trainable when the area penalty first pushes every logit down (with ReLUs the
+    units die and the mask collapses to nothing); dilations widen its view to ~15 feature cells (half a slice) so
+    it can weigh a region against its surroundings."""
+
+    def __init__(self, channels: int, classes: int, width: int = 64):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.GroupNorm(1, channels + classes),
+            nn.Conv2d(channels + classes, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.GELU(),
+            nn.Conv2d(width, classes, 1))
+
+    def forward(self, features: torch.Tensor, class_maps: torch.Tensor) -> torch.Tensor:
+        # Starts from the head's own evidence (its class maps) and learns the correction; bounded, so the sigmoid
+        # never saturates beyond recovery when the area penalty pushes a whole map down.
+        raw = class_maps + self.layers(torch.cat([features, class_maps], 1))
+        return BOUND * torch.tanh(raw / BOUND)
+
+
+def mask_logits(predictor: MaskPredictor, net: nn.Module, features: torch.Tensor, targets: torch.Tensor
+                ) -> torch.Tensor:
+    """(N, 1, h, w) mask logits on the features' grid for each slice's target class."""
+    return predictor(features, net.class_maps(features))[torch.arange(len(features)), targets][:, None]
+
+
+def upsampled(logits: torch.Tensor, size: int) -> torch.Tensor:
+    """Mask probabilities at the slice size, bilinearly upsampled (smooth)."""
+    return torch.sigmoid(nn.functional.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False))
+
+
+def predictor_path(weights: Path) -> Path:
+    return Path(weights).with_name(PREDICTOR)
+
+
+@lru_cache(maxsize=2)
+def _load(path: str, sha256: str) -> MaskPredictor:
+    p = Path(path)
+    if not p.is_file():
+        raise BrainXAIError(f"no minimal-evidence predictor beside the model weights ({p.name} in {p.parent}): run "
+                            "'brainxai fit-explainers --weights WEIGHTS', or choose another method")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if state["weights_sha256"] != sha256:
+        raise BrainXAIError(f"{p.name} was fitted on other model weights (sha256 {state['weights_sha256'][:12]}, "
+                            f"loaded {sha256[:12]}): run 'brainxai fit-explainers --weights WEIGHTS'")
+    predictor = MaskPredictor(state["channels"], state["classes"], state["width"])
+    predictor.load_state_dict({k: v.float() for k, v in state["state_dict"].items()})
+    return predictor.eval()
+
+
+def load_predictor(model: LoadedModel) -> MaskPredictor:
+    if model.path is None:
+        raise BrainXAIError("the minimal-evidence mask needs a model loaded from a weights file")
+    return _load(str(predictor_path(model.path)), model.sha256)
+
+
+def fit_summary(model: LoadedModel) -> dict:
+    """What the predictor was fitted on and how (stored with it), for model cards and evaluate."""
+    state = torch.load(predictor_path(model.path), map_location="cpu", weights_only=True)
+    return json.loads(state["summary"])
+
+
+@dataclass(frozen=True)
+class MinimalEvidence:
+    name: str = "mincam"
+    title: str = TITLES["mincam"]
+    level: float | None = LEVEL  # the heatmap is a probability: masks are cut at this level, not at a percentile
+    batch_size: int = 64
+
+    def __call__(self, model: LoadedModel, slices: np.ndarray, target: int, progress=None, cancel=None,
+                 features: np.ndarray | None = None, precision: str = "fp32") -> np.ndarray:
+        """slices (N, S, S) in [0, 1] -> mask probabilities (N, S, S) for class index `target` (same signature as
+        CamMethod)."""
+        predictor = load_predictor(model)
+        if not hasattr(model.net, "class_maps"):
+            raise BrainXAIError("the minimal-evidence mask needs a model whose class head pools a decoder block "
+                                "(BrainXAI 0.3 or later): choose another method")
+        if features is None:
+            features = head_features(model, slices, precision=precision)
+        out = np.zeros(slices.shape, np.float32)
+        with torch.no_grad():
+            for start in range(0, len(slices), self.batch_size):
+                progress_mod.check(cancel)
+                b = slice(start, min(start + self.batch_size, len(slices)))
+                f = torch.from_numpy(np.ascontiguousarray(features[b], np.float32))
+                logits = mask_logits(predictor, model.net, f, torch.full((len(f),), int(target)))
+                out[b] = upsampled(logits, slices.shape[-1])[:, 0].numpy()
+                if progress is not None:
+                    progress(b.stop / len(slices))
+        return out
+
+
+METHOD = MinimalEvidence()
