@@ -260,3 +260,28 @@ def test_minimal_evidence_statements_are_checked_against_the_findings(text, ok):
 def test_minimal_evidence_the_findings_do_not_hold_is_unsupported():
     result = verify(helpers.counterfactual_case(), "From the highlighted region alone the model keeps glioma.")
     assert not result.ok and "no minimal-evidence result" in result.unsupported[0].reason
+
+
+def test_the_optimised_minimal_evidence_lowers_the_objective_from_the_predicted_mask(model):
+    import torch
+
+    from brainxai import preprocess
+    from brainxai.model import as_batch, head_features
+    from brainxai.phantom import make_phantom
+
+    *_, slices = preprocess.model_slices(make_phantom(), model.cfg.input_size)
+    x = slices[np.sort(np.argsort(-(slices > 0.1).sum((1, 2)))[:3])]
+    f0 = torch.from_numpy(head_features(model, x))
+    xt = as_batch(x)
+    target = model.net.classification_head(f0).argmax(1).detach()
+    head = torch.from_numpy(np.stack([preprocess.head_mask(s) for s in x])[:, None].astype(np.float32))
+    with torch.no_grad():
+        predicted = mincam.mask_logits(mincam.load_predictor(model), model.net, f0, target)
+    refined = mincam.refine(model, xt, f0, predicted, target, steps=8)
+
+    def loss(logits):
+        with torch.no_grad():
+            return float(mincam.objective(model.net, model.cfg.temperature, xt, head, logits, f0, target)[0].sum())
+
+    assert loss(refined) < loss(predicted)
+    assert all(p.grad is None for p in model.net.parameters())  # the model's weights were not touched

@@ -23,8 +23,9 @@ def test_realistic_cases_validate(case):
 def test_schema_is_valid_draft_2020_12_and_versioned():
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    # 1.1 added the optional input_check, 1.2 the optional counterfactuals: findings written before stay valid
-    assert schema["properties"]["schema_version"] == {"enum": ["1.0", "1.1", SCHEMA_VERSION]}
+    # 1.1 added the optional input_check, 1.2 the optional counterfactuals, 1.3 minimal evidence and enhancement:
+    # findings written before stay valid
+    assert schema["properties"]["schema_version"] == {"enum": ["1.0", "1.1", "1.2", SCHEMA_VERSION]}
     assert set(schema["required"]) >= {"schema_version", "input", "model", "diagnosis", "lesion", "regions", "atlas",
                                        "explanations", "registration", "warnings", "software"}
 

@@ -12,6 +12,7 @@ from brainxai.options import Options, from_args, to_argv
     Options(),
     Options(methods=("gradcam++",), max_cam_slices=2),
     Options(methods=("scorecam", "gradcam"), threshold_percentile=97.5, model_path=Path("/tmp/w e/ights.pt")),
+    Options(methods=("mincam", "proto-early", "proto-late"), enhance=True),
 ])
 def test_the_command_line_carries_options_unchanged(options):
     args = build_parser().parse_args(["explain", "--out", "o", *to_argv(options)])

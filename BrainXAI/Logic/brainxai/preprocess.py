@@ -132,3 +132,14 @@ def model_slices(image: sitk.Image, size: int):
     """The volume as the model sees it: (reoriented image, its array, head mask, square frame, model slices)."""
     oriented, arr, head = oriented_volume(image)
     return (oriented, arr, head, *frame_slices(scale_intensity(arr), head, size))
+
+
+def head_mask(img: np.ndarray, level: float = 0.08) -> np.ndarray:
+    """A model-size slice's head as one filled blob (training's head masks; the minimal-evidence area's reference)."""
+    from scipy import ndimage as ndi
+
+    head = ndi.binary_fill_holes(ndi.binary_closing(img > level, iterations=2))
+    lab, n = ndi.label(head)
+    if n == 0:
+        return head
+    return lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1

@@ -15,13 +15,14 @@ if TYPE_CHECKING:
     from .base import CamMethod
 
 _MODULES = {"gradcam": "gradcam", "gradcam++": "gradcampp", "scorecam": "scorecam", "mincam": "mincam",
-            "proto-early": "prototype", "proto-middle": "prototype", "proto-late": "prototype"}
+            "mincam-opt": "mincam", "proto-early": "prototype", "proto-middle": "prototype", "proto-late": "prototype"}
 METHODS: tuple[str, ...] = tuple(_MODULES)  # the ids used on the command line and in findings
 CAMS = ("gradcam", "gradcam++", "scorecam")  # the class-activation maps (the default set)
 TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",  # the names a reader knows
-          "mincam": "Minimal evidence", "proto-early": "Prototype similarity (early: encoder 1/8)",
-          "proto-middle": "Prototype similarity (middle: encoder 1/16)",
-          "proto-late": "Prototype similarity (late: encoder 1/32)"}
+          "mincam": "Minimal evidence", "mincam-opt": "Minimal evidence (optimised)",
+          # early / middle / late: the encoder's outputs at 1/8, 1/16 and 1/32 of the slice (explain.prototype.DEPTHS)
+          "proto-early": "Prototype similarity, early layer", "proto-middle": "Prototype similarity, middle layer",
+          "proto-late": "Prototype similarity, late layer"}
 
 
 def check_names(names) -> list[str]:

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from .. import CLASSES
 from ..errors import BrainXAIError
-from ..preprocess import foreground_threshold, head_frame, prepare_slice
+from ..preprocess import foreground_threshold, head_frame, head_mask, prepare_slice
 
 GAP = 20
 VAL_FRACTION = 0.2
@@ -129,15 +128,6 @@ def calibration_split(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
 def load_gray(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("L"), dtype=np.float32)
-
-
-def head_mask(img: np.ndarray, level: float = 0.08) -> np.ndarray:
-    """The head as one filled blob: what skull-strip augmentation erodes to imitate a skull-stripped scan."""
-    head = ndi.binary_fill_holes(ndi.binary_closing(img > level, iterations=2))
-    lab, n = ndi.label(head)
-    if n == 0:
-        return head
-    return lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
 
 
 def tensorise(samples: list[Sample], size: int, cache: Path | None = None) -> dict[str, np.ndarray]:

@@ -19,52 +19,19 @@ from ..explain import mincam
 from ..faithfulness import keep_only
 from ..model import LoadedModel, _sha256, load_model, predict_classes
 
-# Loss weights of the minimal-evidence objective, per slice (chosen on training slices: the validation split only
-# measures the result). Cross-entropy keeps the call; matching keeps the head's activations; the area and TV terms
-# make the region small and smooth.
-MATCH_WEIGHT = 0.1
-AREA_WEIGHT = 0.5
-AREA_LIMIT = 0.08  # of the head: beyond it the area costs ten times as much (the target is at most 10 %)
-TV_WEIGHT = 0.5
 MINCAM_STEPS = 500  # batches of 16: about 25 minutes on 2 cores
 FREE_FRACTION = 0.2  # of each batch: tumour-free slices (the mask must also keep a "no tumour" call)
 
 
-def _blurred(x: torch.Tensor) -> torch.Tensor:
-    return keep_only_tensor(x, torch.zeros_like(x))
-
-
-def keep_only_tensor(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    from torchvision.transforms.functional import gaussian_blur
-
-    return x * keep + gaussian_blur(x, [21, 21], [7.0, 7.0]) * (1 - keep)
-
-
-def _tv(p: torch.Tensor) -> torch.Tensor:
-    return (p[..., 1:, :] - p[..., :-1, :]).abs().mean((1, 2, 3)) + (p[..., 1:] - p[..., :-1]).abs().mean((1, 2, 3))
-
-
 def mincam_loss(model: LoadedModel, predictor: mincam.MaskPredictor, x: torch.Tensor, head: torch.Tensor):
-    """The objective on a batch (N, 1, S, S) with head masks; returns (loss, per-slice kept, per-slice area)."""
-    net, temperature = model.net, model.cfg.temperature
-    classify = net.classification_head
+    """The objective (explain.mincam.objective) on a batch (N, 1, S, S) with head masks, for the predicted masks of
+    each slice's own call; returns (mean loss, per-slice kept, per-slice area)."""
     with torch.no_grad():
-        f0 = net.head_features(x)
-        target = classify(f0).argmax(1)
-    logits28 = mincam.mask_logits(predictor, net, f0, target)
-    p28 = torch.sigmoid(logits28)
-    m = mincam.upsampled(logits28, x.shape[-1]) * head
-    hard = (m >= mincam.LEVEL).float()
-    m_st = hard + m - m.detach()  # straight through: the loss sees the mask as it will be cut, gradients the soft one
-    f1 = net.head_features(keep_only_tensor(x, m_st))
-    logits = classify(f1) / temperature
-    ce = F.cross_entropy(logits, target, reduction="none")
-    match = ((f1 - f0) ** 2).mean((1, 2, 3)) / (f0**2).mean((1, 2, 3)).clamp_min(1e-6)
-    area = m.sum((1, 2, 3)) / head.sum((1, 2, 3)).clamp_min(1.0)
-    area_cost = AREA_WEIGHT * area + 10 * AREA_WEIGHT * (area - AREA_LIMIT).clamp_min(0)
-    loss = ce + MATCH_WEIGHT * match + area_cost + TV_WEIGHT * _tv(p28)
-    kept = logits.argmax(1) == target
-    return loss.mean(), kept, (hard.sum((1, 2, 3)) / head.sum((1, 2, 3)).clamp_min(1.0))
+        f0 = model.net.head_features(x)
+        target = model.net.classification_head(f0).argmax(1)
+    logits = mincam.mask_logits(predictor, model.net, f0, target)
+    loss, kept, area = mincam.objective(model.net, model.cfg.temperature, x, head, logits, f0, target)
+    return loss.mean(), kept, area
 
 
 def training_slices(data_root: Path, size: int, cache: Path | None) -> dict[str, np.ndarray]:
@@ -126,7 +93,8 @@ def fit_mincam(model: LoadedModel, data: dict[str, np.ndarray], steps: int = 600
     predictor.eval()
     summary = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "tumour_slices": int(len(tumour)),
                "tumour_free_slices": int(len(free)), "free_fraction": FREE_FRACTION,
-               "weights": {"match": MATCH_WEIGHT, "area": AREA_WEIGHT, "area_limit": AREA_LIMIT, "tv": TV_WEIGHT}, "level": mincam.LEVEL,
+               "weights": {"match": mincam.MATCH_WEIGHT, "area": mincam.AREA_WEIGHT,
+                           "area_limit": mincam.AREA_LIMIT, "tv": mincam.TV_WEIGHT}, "level": mincam.LEVEL,
                "history": history, "data": "figshare + Br35H training blocks, LGG training patients"}
     return predictor, summary
 

@@ -202,6 +202,12 @@ def _payload(findings: dict) -> dict:
     return keep
 
 
+def _call(entry: dict) -> str:
+    """What the model predicts after an edit (a counterfactual or minimal-evidence entry), for the prompt."""
+    return (f"the model predicts {CLASS_NAMES[entry['label']]}; probabilities "
+            + ", ".join(f"{CLASS_NAMES[c]} {entry['probabilities'][c]:.2f}" for c in CLASSES))
+
+
 def render_findings(findings: dict) -> str:
     """The findings as the model sees them: one fact per line, with units, then the same as JSON."""
     f = _payload(findings)
@@ -222,20 +228,18 @@ def render_findings(findings: dict) -> str:
         lines.append(f"Region: {r['name']}{side}: {r['percent_of_lesion']}% of the lesion{of_region}")
     for e in f["explanations"]:
         dice = "not computed" if e["dice_vs_segmentation"] is None else f"{e['dice_vs_segmentation']}"
+        cut = (f"where its mask probability is at least {e['threshold_level']}" if "threshold_level" in e else
+               f"at percentile {e['threshold_percentile']}")
         lines.append(f"Saliency {e['method']} for {CLASS_NAMES[e['target_class']]}: mask {e['mask_volume_ml']} mL "
-                     f"at percentile {e['threshold_percentile']}, Dice with segmentation {dice}")
+                     f"{cut}, Dice with segmentation {dice}")
         cf = e.get("counterfactual")
         if cf:
             lines.append(f"Counterfactual, {e['method']} region at percentile {cf['threshold_percentile']} inpainted "
-                         "from the surrounding tissue: the model predicts "
-                         f"{CLASS_NAMES[cf['label']]}; probabilities " + ", ".join(
-                             f"{CLASS_NAMES[c]} {cf['probabilities'][c]:.2f}" for c in CLASSES))
+                         f"from the surrounding tissue: {_call(cf)}")
         me = e.get("minimal_evidence")
         if me:
             lines.append(f"Minimal evidence, {e['method']} region alone ({me['area_percent_of_brain']}% of the brain on "
-                         "the explained slices, the rest blurred away): the model predicts "
-                         f"{CLASS_NAMES[me['label']]}; probabilities " + ", ".join(
-                             f"{CLASS_NAMES[c]} {me['probabilities'][c]:.2f}" for c in CLASSES))
+                         f"the explained slices, the rest blurred away): {_call(me)}")
         fa = e.get("faithfulness")
         if fa:
             lines.append(f"Faithfulness {e['method']} on {fa['slices']} slices: deletion AUC {fa['deletion_auc']:.2f} "

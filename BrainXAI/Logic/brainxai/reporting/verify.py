@@ -125,6 +125,16 @@ def _method_patterns() -> dict[str, re.Pattern]:
     return {m: re.compile(rf"(?<![\w-])(?:{re.escape(t)}|{re.escape(m)})(?!\+|\w)", re.I) for m, t in TITLES.items()}
 
 
+def _methods_named(s: str) -> list[str]:
+    """The methods a sentence names; a title inside a longer one's match ("Minimal evidence" in "Minimal evidence
+    (optimised)") names only the longer."""
+    spans = {m: [x.span() for x in pat.finditer(s)] for m, pat in _method_patterns().items()}
+    spans = {m: v for m, v in spans.items() if v}
+    return [m for m, v in spans.items()
+            if any(not any(o != m and a <= x and y <= b and (b - a) > (y - x) for o, w in spans.items() for a, b in w)
+                   for x, y in v)]
+
+
 def _hedged(sentence: str, m: re.Match) -> bool:
     before = re.split(r"[;:.]", sentence[max(0, m.start() - 40):m.start()])[-1]
     return bool(_HEDGE_BEFORE.search(before) or _HEDGE_AFTER.match(sentence[m.end():m.end() + 30]))
@@ -438,7 +448,7 @@ class _Checker:
         entries = (f.kept_only if kept_only else f.counterfactuals) or {}
         edited = "with only the region kept" if kept_only else "with the region removed"
         what = "minimal-evidence result" if kept_only else "counterfactual"
-        named = [m for m, pat in _method_patterns().items() if pat.search(s)]
+        named = _methods_named(s)
         cases = [entries[m] for m in (named or entries) if m in entries]
         for cls, pat in _CLASS_PATTERNS.items():
             for m in re.finditer(rf"\b(?:{pat})\b", s, re.I):
