@@ -195,8 +195,9 @@ def _fit_explainers(args) -> int:
     from .lab.fit_explainers import fit_explainers
 
     which = ("prototypes", "mincam") if args.only is None else (args.only,)
-    fit_explainers(args.data, args.weights, args.cache, args.cache / "runs" / "fit-explainers", args.mincam_steps,
-                   which, log=lambda s: print(s, flush=True))
+    steps = {} if args.mincam_steps is None else {"steps": args.mincam_steps}
+    fit_explainers(args.data, args.weights, args.cache, args.cache / "runs" / "fit-explainers", which=which,
+                   log=lambda s: print(s, flush=True), **steps)
     return 0
 
 
@@ -482,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--weights", type=Path, required=True, help="the weights they are fitted on; written beside them")
     x.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
     x.add_argument("--only", choices=("prototypes", "mincam"), help="fit only this one")
-    x.add_argument("--mincam-steps", type=int, default=500, help="training batches of the mask predictor (resumable)")
+    x.add_argument("--mincam-steps", type=int,
+                   help="training batches of the mask predictor (default 1000, ~45 min on 2 cores; resumable)")
     x.set_defaults(func=_fit_explainers)
     return p
 

@@ -72,6 +72,7 @@ def _rethreshold(out: Path, method: str, percentile: float) -> tuple[np.ndarray,
     # pipeline's mask although the pipeline thresholded in the model's orientation.
     mask, _ = threshold.threshold_heatmap(sitk.GetArrayFromImage(heat), region, heat.GetSpacing(), percentile)
     entry["threshold_percentile"] = float(percentile)
+    entry.pop("threshold_level", None)  # a probability map re-thresholded by percentile is cut like the others now
     entry.update(threshold.mask_stats(mask, seg_mask, float(np.prod(heat.GetSpacing())) / 1000.0))
     findings_mod.validate(result_findings)
 

@@ -196,7 +196,11 @@ def _minimal_evidence(f: dict, e: dict, p: str) -> Statement:
     """What the model says from the method's region alone: whether the marked evidence suffices for the call."""
     me, title = e["minimal_evidence"], METHOD_NAMES.get(e["method"], e["method"])
     label = f["diagnosis"]["label"]
-    text = (f"From the {title} region alone ({_pct(me['area_percent_of_brain'])}% of the brain on the explained "
+    region = f"the {title} region alone"
+    if "threshold_level" not in e:  # re-thresholded by percentile since: said, not recomputed
+        region += (f", as cut at the analysis level (mask probability {me['level']:g}, not recomputed at percentile "
+                   f"{_pct(e['threshold_percentile'])}),")
+    text = (f"From {region} ({_pct(me['area_percent_of_brain'])}% of the brain on the explained "
             "slices; the rest blurred away), the model ")
     if me["label"] == label:
         text += f"keeps {CLASS_NAMES[label]} (p = {_prob(me['probabilities'][label])})."
