@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "brainxai")
     x.add_argument("--only", choices=("prototypes", "mincam"), help="fit only this one")
     x.add_argument("--mincam-steps", type=int,
-                   help="training batches of the mask predictor (default 1000, ~45 min on 2 cores; resumable)")
+                   help="training batches of the mask predictor (default 600, ~30 min on 2 cores; resumable)")
     x.set_defaults(func=_fit_explainers)
     return p
 
