@@ -48,7 +48,7 @@ def keep_only(slices: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
     x = torch.from_numpy(np.ascontiguousarray(slices[:, None], np.float32))
     keep = torch.from_numpy(np.ascontiguousarray(masks[:, None], np.float32))
-    return _blur_imputer(x, keep)[:, 0].numpy()
+    return blur_imputer(x, keep)[:, 0].numpy()
 
 
 def counterfactual(volume_probabilities: np.ndarray, classes, percentile: float) -> dict:
@@ -72,7 +72,9 @@ def _zero_imputer(x, keep):
     return x * keep
 
 
-def _blur_imputer(x, keep):
+def blur_imputer(x, keep):
+    """x inside `keep`, blurred outside (torch, differentiable in `keep`): the insertion curve's imputer, keep_only's
+    edit and the minimal-evidence objective's."""
     from torchvision.transforms.functional import gaussian_blur
 
     return x * keep + gaussian_blur(x, [21, 21], [7.0, 7.0]) * (1 - keep)
@@ -110,7 +112,7 @@ def deletion_insertion_of(maps: dict[str, np.ndarray], model, x: np.ndarray, tar
             return view(prepare(t)).float()
 
         p = torch.softmax(clf(xt), 1)[rows, cols].numpy()
-        p_blur = torch.softmax(clf(_blur_imputer(xt, torch.zeros_like(xt))), 1)[rows, cols].numpy()
+        p_blur = torch.softmax(clf(blur_imputer(xt, torch.zeros_like(xt))), 1)[rows, cols].numpy()
         p_zero = torch.softmax(clf(torch.zeros_like(xt)), 1)[rows, cols].numpy()
         for name, m in maps.items():
             deletion, insertion = [p], [p_blur]
@@ -118,7 +120,7 @@ def deletion_insertion_of(maps: dict[str, np.ndarray], model, x: np.ndarray, tar
                 check(cancel)
                 # RemoveMostRelevantFirst keeps pixels below the percentile; RemoveLeastRelevantFirst the top ones.
                 delete = PerturbationConfidenceMetric(RemoveMostRelevantFirst(100 * (1 - f), _zero_imputer))
-                insert = PerturbationConfidenceMetric(RemoveLeastRelevantFirst(100 * f, _blur_imputer))
+                insert = PerturbationConfidenceMetric(RemoveLeastRelevantFirst(100 * f, blur_imputer))
                 deletion.append(delete(xt, m, tgts, clf, return_diff=False))
                 insertion.append(insert(xt, m, tgts, clf, return_diff=False))
             out[name] = (_auc(deletion + [p_zero], fractions), _auc(insertion + [p], fractions))

@@ -14,7 +14,6 @@ The predictor lies beside the weights it was fitted on (PREDICTOR) and says whic
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 from . import TITLES
 from .. import progress as progress_mod
 from ..errors import BrainXAIError
+from ..faithfulness import blur_imputer
 from ..model import LoadedModel, as_batch, head_features
 from ..preprocess import head_mask
 
@@ -76,13 +76,6 @@ def upsampled(logits: torch.Tensor, size: int) -> torch.Tensor:
     return torch.sigmoid(nn.functional.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False))
 
 
-def keep_only(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """x inside `keep`, blurred outside: faithfulness.keep_only, differentiable in `keep`."""
-    from torchvision.transforms.functional import gaussian_blur
-
-    return x * keep + gaussian_blur(x, [21, 21], [7.0, 7.0]) * (1 - keep)
-
-
 def _tv(p: torch.Tensor) -> torch.Tensor:
     return (p[..., 1:, :] - p[..., :-1, :]).abs().mean((1, 2, 3)) + (p[..., 1:] - p[..., :-1]).abs().mean((1, 2, 3))
 
@@ -94,7 +87,7 @@ def objective(net: nn.Module, temperature: float, x: torch.Tensor, head: torch.T
     cut (straight through: the cut mask forward, the soft one's gradient back)."""
     soft = upsampled(logits, x.shape[-1]) * head
     hard = (soft >= LEVEL).float()
-    f1 = net.head_features(keep_only(x, hard + soft - soft.detach()))
+    f1 = net.head_features(blur_imputer(x, hard + soft - soft.detach()))  # faithfulness.keep_only's edit
     out = net.classification_head(f1) / temperature
     ce = F.cross_entropy(out, target, reduction="none")
     match = ((f1 - f0) ** 2).mean((1, 2, 3)) / (f0**2).mean((1, 2, 3)).clamp_min(1e-6)
@@ -143,12 +136,6 @@ def load_predictor(model: LoadedModel) -> MaskPredictor:
     if model.path is None:
         raise BrainXAIError("the minimal-evidence mask needs a model loaded from a weights file")
     return _load(str(predictor_path(model.path)), model.sha256)
-
-
-def fit_summary(model: LoadedModel) -> dict:
-    """What the predictor was fitted on and how (stored with it), for model cards and evaluate."""
-    state = torch.load(predictor_path(model.path), map_location="cpu", weights_only=True)
-    return json.loads(state["summary"])
 
 
 @dataclass(frozen=True)

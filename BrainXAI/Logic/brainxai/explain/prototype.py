@@ -14,7 +14,6 @@ The prototypes lie beside the weights they were fitted on (PROTOTYPES, with thei
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -59,10 +58,6 @@ def load_prototypes(model: LoadedModel) -> dict[str, np.ndarray]:
     if model.path is None:
         raise BrainXAIError("prototype maps need a model loaded from a weights file")
     return _load(str(prototypes_path(model.path)), model.sha256)
-
-
-def fit_summary(model: LoadedModel) -> dict:
-    return json.loads(str(load_prototypes(model)["summary"]))
 
 
 _last: dict = {}  # the encoder's outputs for the last slices seen: the three depths share one forward pass

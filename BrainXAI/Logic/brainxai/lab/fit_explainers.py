@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 from .. import progress as progress_mod
 from ..explain import mincam
-from ..faithfulness import keep_only
-from ..model import LoadedModel, _sha256, load_model, predict_classes
+from ..model import LoadedModel, _sha256, load_model
 
 MINCAM_STEPS = 600  # batches of 16: about 30 minutes on 2 cores (resumable)
 FREE_FRACTION = 0.2  # of each batch: tumour-free slices (the mask must also keep a "no tumour" call)
@@ -113,19 +112,6 @@ def save_mincam(predictor: mincam.MaskPredictor, summary: dict, weights: Path) -
     tmp.replace(path)
     mincam._load.cache_clear()
     return path
-
-
-def check_mincam(model: LoadedModel, images: np.ndarray, heads: np.ndarray) -> dict:
-    """Kept-prediction rate and area (% of the head) of the cut masks on `images` (the model's own call)."""
-    call = predict_classes(model, images).argmax(1)
-    masks = np.zeros(images.shape, bool)
-    for c in np.unique(call):
-        sel = np.nonzero(call == c)[0]
-        masks[sel] = mincam.METHOD(model, images[sel], int(c)) >= mincam.LEVEL
-    masks &= heads
-    kept = predict_classes(model, keep_only(images, masks)).argmax(1) == call
-    area = masks.sum((1, 2)) / np.maximum(heads.sum((1, 2)), 1)
-    return {"n": int(len(images)), "kept_prediction": float(kept.mean()), "area_percent": float(100 * area.mean())}
 
 
 def fit_explainers(data_root: Path, weights: Path, cache: Path | None, work: Path, steps: int = MINCAM_STEPS,
