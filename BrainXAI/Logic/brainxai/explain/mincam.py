@@ -4,10 +4,12 @@ The mask keeps the image inside it and blurs the rest away (the insertion curve'
 it was trained so that the image so masked keeps the prediction and the head's activations (cross-entropy +
 feature matching), under area and total-variation penalties (Fong & Vedaldi 2017, "meaningful perturbations").
 Optimising one mask per slice takes tens of forward and backward passes; a small convolutional predictor on the
-features the class head pools, fitted once on training slices with the classifier frozen (amortised, as in
-Dabkowski & Gal 2017), gives the mask in one pass on features the model stage already has.
+head's class maps (computed from the features the model stage already has), fitted once on training slices with the
+classifier frozen (amortised, as in Dabkowski & Gal 2017), gives the mask in one pass.
 
-The heatmap is the mask's own probability (not rescaled per slice); the mask is where it is at least LEVEL.
+The heatmap is the mask's probability; the mask is where it is at least LEVEL. Where that region does not keep the
+call, the map's logits are shifted (its order unchanged) so that LEVEL cuts the smallest larger region that does,
+up to 10 % of the head (`sufficient`): the mask is then checked evidence, not a hoped-for one.
 The predictor lies beside the weights it was fitted on (PREDICTOR) and says which (their sha256);
 `brainxai fit-explainers` (run by `brainxai train`) rebuilds it.
 """
@@ -41,16 +43,24 @@ AREA_LIMIT = 0.08  # of the head: beyond it the area costs ten times as much (th
 TV_WEIGHT = 0.5
 REFINE_STEPS = 10  # mincam-opt: Adam steps on each slice's own mask, from the predicted one
 REFINE_LR = 0.1
+# When the mask at LEVEL does not keep the call, the larger cuts of the same map tried in turn (share of the head).
+# Beyond 10 % the region is no longer minimal evidence: the mask stays as predicted and counts as not sufficient.
+SUFFICIENT_AREAS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10)
 
 
 class MaskPredictor(nn.Module):
-    """Head features (N, F, h, w) and the head's class maps -> one mask logit map per class (N, C, h, w).
+    """The head's class maps (N, C, h, w), and with channels > 0 its features (N, F, h, w) too -> one mask logit map
+    per class (N, C, h, w).
+    The default reads the class maps alone: they are the model's own evidence, so a re-initialised model gives a
+    different mask (Adebayo's check). A predictor that also read the features kept their image structure through
+    re-initialisation (in-head Spearman 0.40 against the trained model's masks).
     Normalised input and GELUs keep it trainable when the area penalty first pushes every logit down (with ReLUs the
     units die and the mask collapses to nothing); dilations widen its view to ~15 feature cells (half a slice) so
     it can weigh a region against its surroundings."""
 
     def __init__(self, channels: int, classes: int, width: int = 64):
         super().__init__()
+        self.channels = channels
         self.layers = nn.Sequential(
             nn.GroupNorm(1, channels + classes),
             nn.Conv2d(channels + classes, width, 3, padding=1), nn.GELU(),
@@ -61,7 +71,7 @@ class MaskPredictor(nn.Module):
     def forward(self, features: torch.Tensor, class_maps: torch.Tensor) -> torch.Tensor:
         # Starts from the head's own evidence (its class maps) and learns the correction; bounded, so the sigmoid
         # never saturates beyond recovery when the area penalty pushes a whole map down.
-        raw = class_maps + self.layers(torch.cat([features, class_maps], 1))
+        raw = class_maps + self.layers(torch.cat([features, class_maps], 1) if self.channels else class_maps)
         return BOUND * torch.tanh(raw / BOUND)
 
 
@@ -111,6 +121,36 @@ def refine(model: LoadedModel, x: torch.Tensor, f0: torch.Tensor, logits: torch.
         raw.grad = grad
         opt.step()
     return (BOUND * torch.tanh(raw / BOUND)).detach()
+
+
+def _keeps(net: nn.Module, x: torch.Tensor, keep: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return net.classification_head(net.head_features(blur_imputer(x, keep))).argmax(1) == target
+
+
+def sufficient(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+               call: torch.Tensor) -> torch.Tensor:
+    """Each slice's logits shifted so that LEVEL cuts the smallest region that keeps the call: the mask at LEVEL
+    when it does, else the first of SUFFICIENT_AREAS' cuts of the same map that does (one classifier pass per cut,
+    only for slices still short). A shift of all logits keeps the map's order, so the heatmap ranks as predicted.
+    Slices the model does not call `target` (`call`), or that no cut up to the limit keeps, are left as they are."""
+    head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
+    p = upsampled(logits, x.shape[-1]) * head
+    need = (call == target) & ~_keeps(model.net, x, (p >= LEVEL).float(), target)
+    shift = torch.zeros(len(x))
+    head_area = head.sum((1, 2, 3))
+    for area in SUFFICIENT_AREAS:
+        k = (area * head_area).round().long().clamp_min(1)
+        level = torch.stack([q.flatten().topk(int(n)).values[-1] for q, n in zip(p, k)])
+        idx = torch.nonzero(need & (level < LEVEL) & (level > 0)).flatten()
+        if not len(idx):
+            continue
+        ok = _keeps(model.net, x[idx], (p[idx] >= level[idx, None, None, None]).float(), target[idx])
+        shift[idx[ok]] = torch.logit(level[idx[ok]])
+        need[idx[ok]] = False
+        if not need.any():
+            break
+    return logits - shift[:, None, None, None]
 
 
 def predictor_path(weights: Path) -> Path:
@@ -165,8 +205,11 @@ class MinimalEvidence:
             targets = torch.full((len(f),), int(target))
             with torch.no_grad():
                 logits = mask_logits(predictor, model.net, f, targets)
+                call = model.net.classification_head(f).argmax(1)
+            x = as_batch(slices[b])
             if self.refine_steps:
-                logits = refine(model, as_batch(slices[b]), f, logits, targets, self.refine_steps)
+                logits = refine(model, x, f, logits, targets, self.refine_steps)
+            logits = sufficient(model, x, logits, targets, call)
             out[b] = upsampled(logits, slices.shape[-1])[:, 0].numpy()
             if progress is not None:
                 progress(b.stop / len(slices))

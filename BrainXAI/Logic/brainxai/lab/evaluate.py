@@ -207,6 +207,8 @@ def evaluate_tensors(
     """The metrics on slices already prepared by data.tensorise."""
     o = options or EvalOptions()
     methods = [get_method(m) for m in o.methods]
+    if o.enhance:
+        from ..explain.enhance import enhance
     x = t["images"].astype(np.float32)
     y = t["labels"]
     tick = progress or (lambda stage, done, total: None)
@@ -249,25 +251,37 @@ def evaluate_tensors(
                                lambda f, _done=done, _n=len(sel): tick(stage, _done + round(f * _n), len(idx)))
             done += len(sel)
         if o.enhance and method.level is None:
-            from ..explain.enhance import enhance
-
             maps = enhance(maps, t["heads"][idx] | t["masks"][idx])
         seconds = (time.perf_counter() - started) / max(len(idx), 1)
+
+        def cut(m, i, _method=method):
+            region = t["heads"][i] | t["masks"][i]
+            return (cam_mask(m, region, o.threshold_percentile) if _method.level is None else
+                    threshold_mod.level_mask(m[None], region[None], (1.0, 1.0, 1.0), _method.level)[0])
+
         d, iou, hit, area, masks = [], [], [], [], np.zeros(maps.shape, bool)
         for k, (m, i) in enumerate(zip(maps, idx)):
             region = t["heads"][i] | t["masks"][i]
-            pred = masks[k] = (cam_mask(m, region, o.threshold_percentile) if method.level is None else
-                               threshold_mod.level_mask(m[None], region[None], (1.0, 1.0, 1.0), method.level)[0])
+            pred = masks[k] = cut(m, i)
             truth = t["masks"][i]
             inter, union = (pred & truth).sum(), (pred | truth).sum()
             d.append(2 * inter / max(pred.sum() + truth.sum(), 1))
             iou.append(inter / max(union, 1))
             hit.append(pointing_hit(m, truth, tol[i]))
             area.append(pred.sum() / max(region.sum(), 1))
-        # What the model says from the mask alone (the rest blurred away) and without it (inpainted from around it).
+        # What the model says from the mask alone (the rest blurred away) and without it (inpainted from around it),
+        # for the map of the class the model calls, as the product explains its call: on a misread slice the true
+        # class's map above (for Dice and pointing) explains no call, so that slice's map is made again for the call.
         call = probs[idx].argmax(1)
-        kept = predict_classes(model, keep_only(x[idx], masks), o.batch_size).argmax(1) == call
-        flipped = predict_classes(model, inpaint(x[idx], masks), o.batch_size).argmax(1) != call
+        evidence = masks.copy()
+        for cls in np.unique(call[call != y[idx]]):
+            sel = np.nonzero((call == cls) & (call != y[idx]))[0]
+            again = method(model, x[idx[sel]], int(cls))
+            if o.enhance and method.level is None:
+                again = enhance(again, t["heads"][idx[sel]] | t["masks"][idx[sel]])
+            evidence[sel] = [cut(m, i) for m, i in zip(again, idx[sel])]
+        kept = predict_classes(model, keep_only(x[idx], evidence), o.batch_size).argmax(1) == call
+        flipped = predict_classes(model, inpaint(x[idx], evidence), o.batch_size).argmax(1) != call
         cam_results[method.name] = {"title": method.title, "n": int(len(idx)), "dice": float(np.mean(d)),
                                     "iou": float(np.mean(iou)), "pointing_game": float(np.mean(hit)),
                                     "kept_prediction": float(kept.mean()), "removal_changes_call": float(flipped.mean()),
@@ -347,7 +361,8 @@ def render_markdown(m: dict) -> str:
         "at least 0.5); pointing game "
         f"tolerance {s['pointing_tolerance_px']:g} original px; deletion (lower is better) and insertion (higher is "
         "better) AUC of the class probability; kept: the model's call unchanged when only the mask is kept (the rest "
-        "blurred); removal: the call changed when the mask is inpainted from the tissue around it; area: the mask's "
+        "blurred); removal: the call changed when the mask is inpainted from the tissue around it (kept and removal "
+        "use the map of the class the model calls: a misread slice's map is made again for its call); area: the mask's "
         "share of the head; time: the map alone, per slice.",
         "",
         "| method | slices | Dice | IoU | pointing game | deletion AUC | insertion AUC | kept | removal changes call "

@@ -50,8 +50,7 @@ def fit_mincam(model: LoadedModel, data: dict[str, np.ndarray], steps: int = 600
 
     for p in model.net.parameters():
         p.requires_grad_(False)
-    cfg = model.cfg
-    predictor = mincam.MaskPredictor(cfg.decoder_channels[cfg.head_stage], len(cfg.classes))
+    predictor = mincam.MaskPredictor(0, len(model.cfg.classes))  # class maps only: see MaskPredictor
     opt = torch.optim.Adam(predictor.parameters(), lr=lr)
     gen = np.random.default_rng(seed)
     tumour = np.nonzero((data["labels"] != NO_TUMOR) & data["masks"].any((1, 2)))[0]
