@@ -1,6 +1,6 @@
 """Minimal evidence and prototype maps on the shared volumes (issue 20, outcomes 1 and 2), in process:
 python docs/dev/explainers_volumes.py [DATA] > table.md. Also times the explain + faithfulness stages of one BraTS
-run with mincam alone beside Grad-CAM++ alone (alternated, same session)."""
+run with mincam or mincam-opt alone beside Grad-CAM++ alone (alternated, same session)."""
 
 import sys
 import time
@@ -52,7 +52,7 @@ print("| run | methods | explain s | faithfulness s | analysis s |")
 print("|---|---|---|---|---|")
 image = read_input(gliomas[0])
 for i in range(2):
-    for ms in (("gradcam++",), ("mincam",)):
+    for ms in (("gradcam++",), ("mincam",), ("mincam-opt",)):
         marks, tick = stage_clock()
         t0 = time.perf_counter()
         pipeline.analyse(*image, pipeline.Options(methods=ms), model=model, progress=tick)

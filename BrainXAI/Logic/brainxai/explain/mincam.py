@@ -42,6 +42,7 @@ AREA_WEIGHT = 0.5
 AREA_LIMIT = 0.08  # of the head: beyond it the area costs ten times as much (the target is at most 10 %)
 TV_WEIGHT = 0.5
 REFINE_STEPS = 10  # mincam-opt: Adam steps on each slice's own mask, from the predicted one
+REFINE_MORE = 50  # mincam-opt: further steps for the slices whose region does not yet keep the call
 REFINE_LR = 0.1
 # When the mask at LEVEL does not keep the call, the larger cuts of the same map tried in turn (share of the head).
 # Beyond 10 % the region is no longer minimal evidence: the mask stays as predicted and counts as not sufficient.
@@ -109,12 +110,13 @@ def objective(net: nn.Module, temperature: float, x: torch.Tensor, head: torch.T
 
 
 def refine(model: LoadedModel, x: torch.Tensor, f0: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-           steps: int = REFINE_STEPS) -> torch.Tensor:
+           steps: int = REFINE_STEPS, cancel=None) -> torch.Tensor:
     """Each slice's own mask, optimised for the objective from the predicted logits (the model is not changed)."""
     head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
     raw = logits.detach().clone().requires_grad_()
     opt = torch.optim.Adam([raw], lr=REFINE_LR)
     for _ in range(steps):
+        progress_mod.check(cancel)
         bounded = BOUND * torch.tanh(raw / BOUND)
         loss = objective(model.net, model.cfg.temperature, x, head, bounded, f0, target)[0].sum()
         (grad,) = torch.autograd.grad(loss, [raw])  # only the mask's gradient: no weight gradients accumulate
@@ -128,6 +130,14 @@ def _keeps(net: nn.Module, x: torch.Tensor, keep: torch.Tensor, target: torch.Te
         return net.classification_head(net.head_features(blur_imputer(x, keep))).argmax(1) == target
 
 
+def short_of_call(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+                  call: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the slices the model calls `target` (`call`) whose region at LEVEL alone does not keep that call."""
+    head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
+    p = upsampled(logits, x.shape[-1]) * head
+    return (call == target) & ~_keeps(model.net, x, (p >= LEVEL).float(), target)
+
+
 def sufficient(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                call: torch.Tensor) -> torch.Tensor:
     """Each slice's logits shifted so that LEVEL cuts the smallest region that keeps the call: the mask at LEVEL
@@ -136,7 +146,7 @@ def sufficient(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target
     Slices the model does not call `target` (`call`), or that no cut up to the limit keeps, are left as they are."""
     head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
     p = upsampled(logits, x.shape[-1]) * head
-    need = (call == target) & ~_keeps(model.net, x, (p >= LEVEL).float(), target)
+    need = short_of_call(model, x, logits, target, call)
     shift = torch.zeros(len(x))
     head_area = head.sum((1, 2, 3))
     for area in SUFFICIENT_AREAS:
@@ -183,7 +193,8 @@ class MinimalEvidence:
     name: str = "mincam"
     title: str = TITLES["mincam"]
     level: float | None = LEVEL  # the heatmap is a probability: masks are cut at this level, not at a percentile
-    refine_steps: int = 0  # > 0: each slice's mask optimised further from the predicted one (mincam-opt)
+    refine_steps: int = 0  # > 0: each slice's mask optimised further from the predicted one (mincam-opt), and by
+    # REFINE_MORE steps more where its region does not yet keep the call
     batch_size: int = 64
 
     def __call__(self, model: LoadedModel, slices: np.ndarray, target: int, progress=None, cancel=None,
@@ -208,7 +219,11 @@ class MinimalEvidence:
                 call = model.net.classification_head(f).argmax(1)
             x = as_batch(slices[b])
             if self.refine_steps:
-                logits = refine(model, x, f, logits, targets, self.refine_steps)
+                logits = refine(model, x, f, logits, targets, self.refine_steps, cancel)
+                short = torch.nonzero(short_of_call(model, x, logits, targets, call)).flatten()
+                if len(short):  # the region still does not keep the call: optimise those slices further
+                    logits[short] = refine(model, x[short], f[short], logits[short], targets[short], REFINE_MORE,
+                                           cancel)
             logits = sufficient(model, x, logits, targets, call)
             out[b] = upsampled(logits, slices.shape[-1])[:, 0].numpy()
             if progress is not None:
