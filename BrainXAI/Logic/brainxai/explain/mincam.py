@@ -111,18 +111,29 @@ def objective(net: nn.Module, temperature: float, x: torch.Tensor, head: torch.T
 
 def refine(model: LoadedModel, x: torch.Tensor, f0: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
            steps: int = REFINE_STEPS, cancel=None) -> torch.Tensor:
-    """Each slice's own mask, optimised for the objective from the predicted logits (the model is not changed)."""
+    """Each slice's own mask, optimised for the objective from the predicted logits (the model is not changed).
+    The cut mask makes the objective step-wise, so Adam does not always descend: a slice whose last mask is worse
+    than its starting one keeps the starting one (a mask that keeps the call beats one that does not, then the lower
+    objective wins)."""
     head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
-    raw = logits.detach().clone().requires_grad_()
+    # Starts exactly at the given logits: the inverse of the bound they already satisfy.
+    raw = (BOUND * torch.atanh((logits.detach() / BOUND).clamp(-1 + 1e-6, 1 - 1e-6))).requires_grad_()
     opt = torch.optim.Adam([raw], lr=REFINE_LR)
-    for _ in range(steps):
+    for step in range(steps + 1):
         progress_mod.check(cancel)
         bounded = BOUND * torch.tanh(raw / BOUND)
-        loss = objective(model.net, model.cfg.temperature, x, head, bounded, f0, target)[0].sum()
-        (grad,) = torch.autograd.grad(loss, [raw])  # only the mask's gradient: no weight gradients accumulate
+        losses, kept, _ = objective(model.net, model.cfg.temperature, x, head, bounded, f0, target)
+        if step == 0:
+            start, start_loss, start_kept = bounded.detach().clone(), losses.detach(), kept
+        if step == steps:
+            worse = (start_kept & ~kept) | ((start_kept == kept) & (start_loss < losses.detach()))
+            last = bounded.detach()
+            last[worse] = start[worse]
+            return last
+        (grad,) = torch.autograd.grad(losses.sum(), [raw])  # only the mask's gradient: no weight gradients accumulate
         raw.grad = grad
         opt.step()
-    return (BOUND * torch.tanh(raw / BOUND)).detach()
+    return logits.detach()  # steps < 0: nothing to optimise
 
 
 def _keeps(net: nn.Module, x: torch.Tensor, keep: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -133,9 +144,13 @@ def _keeps(net: nn.Module, x: torch.Tensor, keep: torch.Tensor, target: torch.Te
 def short_of_call(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
                   call: torch.Tensor) -> torch.Tensor:
     """(N,) bool: the slices the model calls `target` (`call`) whose region at LEVEL alone does not keep that call."""
-    head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
-    p = upsampled(logits, x.shape[-1]) * head
-    return (call == target) & ~_keeps(model.net, x, (p >= LEVEL).float(), target)
+    short = call == target
+    idx = torch.nonzero(short).flatten()  # only these need the classifier pass
+    if len(idx):
+        head = torch.from_numpy(np.stack([head_mask(s) for s in x[idx, 0].numpy()])[:, None].astype(np.float32))
+        p = upsampled(logits[idx], x.shape[-1]) * head
+        short[idx] = ~_keeps(model.net, x[idx], (p >= LEVEL).float(), target[idx])
+    return short
 
 
 def sufficient(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
@@ -193,8 +208,8 @@ class MinimalEvidence:
     name: str = "mincam"
     title: str = TITLES["mincam"]
     level: float | None = LEVEL  # the heatmap is a probability: masks are cut at this level, not at a percentile
-    refine_steps: int = 0  # > 0: each slice's mask optimised further from the predicted one (mincam-opt), and by
-    # REFINE_MORE steps more where its region does not yet keep the call
+    refine_steps: int = 0  # > 0: the mask of each slice that makes the call explained is optimised further from the
+    # predicted one (mincam-opt), and by REFINE_MORE steps more where its region does not yet keep the call
     batch_size: int = 64
 
     def __call__(self, model: LoadedModel, slices: np.ndarray, target: int, progress=None, cancel=None,
@@ -218,8 +233,9 @@ class MinimalEvidence:
                 logits = mask_logits(predictor, model.net, f, targets)
                 call = model.net.classification_head(f).argmax(1)
             x = as_batch(slices[b])
-            if self.refine_steps:
-                logits = refine(model, x, f, logits, targets, self.refine_steps, cancel)
+            mine = torch.nonzero(call == targets).flatten()  # slices that make the call being explained
+            if self.refine_steps and len(mine):
+                logits[mine] = refine(model, x[mine], f[mine], logits[mine], targets[mine], self.refine_steps, cancel)
                 short = torch.nonzero(short_of_call(model, x, logits, targets, call)).flatten()
                 if len(short):  # the region still does not keep the call: optimise those slices further
                     logits[short] = refine(model, x[short], f[short], logits[short], targets[short], REFINE_MORE,
