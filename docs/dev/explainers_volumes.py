@@ -48,16 +48,19 @@ for path in gliomas + healthy:
           f"{dice('proto-late')} | {dels} ({rand:.2f}) |", flush=True)
 
 print("\nBraTS, stage seconds (explain + faithfulness) and whole analysis, alternated:\n")
-print("| run | methods | explain s | faithfulness s | analysis s |")
-print("|---|---|---|---|---|")
+print("| run | methods | explain s | faithfulness s | analysis s | minimal evidence: area % of brain, call alone (p) |")
+print("|---|---|---|---|---|---|")
 image = read_input(gliomas[0])
 for i in range(2):
     for ms in (("gradcam++",), ("mincam",), ("mincam-opt",)):
         marks, tick = stage_clock()
         t0 = time.perf_counter()
-        pipeline.analyse(*image, pipeline.Options(methods=ms), model=model, progress=tick)
+        r = pipeline.analyse(*image, pipeline.Options(methods=ms), model=model, progress=tick)
         total = time.perf_counter() - t0
         marks.append(("end", time.perf_counter()))
         s = stage_seconds(marks, {"explain", "faithfulness"})
-        print(f"| {i + 1} | {ms[0]} | {s.get('explain', 0):.2f} | {s.get('faithfulness', 0):.2f} | {total:.1f} |",
-              flush=True)
+        me = r.findings["explanations"][0].get("minimal_evidence")
+        alone = "" if me is None else (f"{me['area_percent_of_brain']:.1f} %, {me['label']} "
+                                       f"({max(me['probabilities'].values()):.2f})")
+        print(f"| {i + 1} | {ms[0]} | {s.get('explain', 0):.2f} | {s.get('faithfulness', 0):.2f} | {total:.1f} | "
+              f"{alone} |", flush=True)
