@@ -112,9 +112,10 @@ def objective(net: nn.Module, temperature: float, x: torch.Tensor, head: torch.T
 def refine(model: LoadedModel, x: torch.Tensor, f0: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
            steps: int = REFINE_STEPS, cancel=None) -> torch.Tensor:
     """Each slice's own mask, optimised for the objective from the predicted logits (the model is not changed).
-    The cut mask makes the objective step-wise, so Adam does not always descend: a slice whose last mask is worse
-    than its starting one keeps the starting one (a mask that keeps the call beats one that does not, then the lower
-    objective wins)."""
+    The cut mask makes the objective step-wise: a slice whose starting mask kept the call and whose last one does not
+    keeps the starting one. Otherwise the last mask stands, even at a higher objective: one that grew towards keeping
+    the call is the better start for `sufficient`'s larger cuts (0.99 of validation slices kept, against 0.91 when
+    the lower objective decided)."""
     head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
     # Starts exactly at the given logits: the inverse of the bound they already satisfy.
     raw = (BOUND * torch.atanh((logits.detach() / BOUND).clamp(-1 + 1e-6, 1 - 1e-6))).requires_grad_()
@@ -124,9 +125,9 @@ def refine(model: LoadedModel, x: torch.Tensor, f0: torch.Tensor, logits: torch.
         bounded = BOUND * torch.tanh(raw / BOUND)
         losses, kept, _ = objective(model.net, model.cfg.temperature, x, head, bounded, f0, target)
         if step == 0:
-            start, start_loss, start_kept = bounded.detach().clone(), losses.detach(), kept
+            start, start_kept = bounded.detach().clone(), kept
         if step == steps:
-            worse = (start_kept & ~kept) | ((start_kept == kept) & (start_loss < losses.detach()))
+            worse = start_kept & ~kept
             last = bounded.detach()
             last[worse] = start[worse]
             return last
