@@ -109,13 +109,18 @@ def objective(net: nn.Module, temperature: float, x: torch.Tensor, head: torch.T
     return loss, out.argmax(1) == target, hard.sum((1, 2, 3)) / head_area
 
 
+def heads(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, S, S) float head masks of slices x (N, 1, S, S)."""
+    return torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
+
+
 def refine(model: LoadedModel, x: torch.Tensor, f0: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-           steps: int = REFINE_STEPS, cancel=None) -> torch.Tensor:
+           steps: int = REFINE_STEPS, cancel=None, head: torch.Tensor | None = None) -> torch.Tensor:
     """Each slice's own mask, optimised for the objective from the predicted logits (the model is not changed).
     The cut mask makes the objective step-wise: a slice whose starting mask kept the call and whose last one does not
     keeps the starting one. Otherwise the last mask stands, even at a higher objective: one that grew towards keeping
     the call is the better start for `sufficient`'s larger cuts."""
-    head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
+    head = heads(x) if head is None else head
     # Starts at the given logits read as raw values: bounded again, a saturated background (near -BOUND) comes back
     # inside the bound, where its gradient is not ~0 and the mask can still grow (an exact start, through atanh, left
     # it stuck: 0.91 of validation slices kept against 0.99).
@@ -144,26 +149,27 @@ def _keeps(net: nn.Module, x: torch.Tensor, keep: torch.Tensor, target: torch.Te
 
 
 def short_of_call(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-                  call: torch.Tensor) -> torch.Tensor:
+                  call: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) bool: the slices the model calls `target` (`call`) whose region at LEVEL alone does not keep that call."""
     short = call == target
     idx = torch.nonzero(short).flatten()  # only these need the classifier pass
     if len(idx):
-        head = torch.from_numpy(np.stack([head_mask(s) for s in x[idx, 0].numpy()])[:, None].astype(np.float32))
-        p = upsampled(logits[idx], x.shape[-1]) * head
+        p = upsampled(logits[idx], x.shape[-1]) * (heads(x[idx]) if head is None else head[idx])
         short[idx] = ~_keeps(model.net, x[idx], (p >= LEVEL).float(), target[idx])
     return short
 
 
 def sufficient(model: LoadedModel, x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
-               call: torch.Tensor) -> torch.Tensor:
+               call: torch.Tensor, head: torch.Tensor | None = None, short: torch.Tensor | None = None
+               ) -> torch.Tensor:
     """Each slice's logits shifted so that LEVEL cuts the smallest region that keeps the call: the mask at LEVEL
     when it does, else the first of SUFFICIENT_AREAS' cuts of the same map that does (one classifier pass per cut,
     only for slices still short). A shift of all logits keeps the map's order, so the heatmap ranks as predicted.
-    Slices the model does not call `target` (`call`), or that no cut up to the limit keeps, are left as they are."""
-    head = torch.from_numpy(np.stack([head_mask(s) for s in x[:, 0].numpy()])[:, None].astype(np.float32))
+    Slices the model does not call `target` (`call`), or that no cut up to the limit keeps, are left as they are.
+    `head` and `short` (short_of_call's answer for these logits), when the caller has them, save their work."""
+    head = heads(x) if head is None else head
     p = upsampled(logits, x.shape[-1]) * head
-    need = short_of_call(model, x, logits, target, call)
+    need = short_of_call(model, x, logits, target, call, head) if short is None else short.clone()
     shift = torch.zeros(len(x))
     head_area = head.sum((1, 2, 3))
     for area in SUFFICIENT_AREAS:
@@ -235,14 +241,19 @@ class MinimalEvidence:
                 logits = mask_logits(predictor, model.net, f, targets)
                 call = model.net.classification_head(f).argmax(1)
             x = as_batch(slices[b])
+            head = heads(x)
             mine = torch.nonzero(call == targets).flatten()  # slices that make the call being explained
+            short = None
             if self.refine_steps and len(mine):
-                logits[mine] = refine(model, x[mine], f[mine], logits[mine], targets[mine], self.refine_steps, cancel)
-                short = torch.nonzero(short_of_call(model, x, logits, targets, call)).flatten()
-                if len(short):  # the region still does not keep the call: optimise those slices further
-                    logits[short] = refine(model, x[short], f[short], logits[short], targets[short], REFINE_MORE,
-                                           cancel)
-            logits = sufficient(model, x, logits, targets, call)
+                logits[mine] = refine(model, x[mine], f[mine], logits[mine], targets[mine], self.refine_steps, cancel,
+                                      head[mine])
+                short = short_of_call(model, x, logits, targets, call, head)
+                more = torch.nonzero(short).flatten()
+                if len(more):  # the region still does not keep the call: optimise those slices further
+                    logits[more] = refine(model, x[more], f[more], logits[more], targets[more], REFINE_MORE, cancel,
+                                          head[more])
+                    short[more] = short_of_call(model, x[more], logits[more], targets[more], call[more], head[more])
+            logits = sufficient(model, x, logits, targets, call, head, short)
             out[b] = upsampled(logits, slices.shape[-1])[:, 0].numpy()
             if progress is not None:
                 progress(b.stop / len(slices))
